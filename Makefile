@@ -1,0 +1,31 @@
+# gen_research: `make quickstart` trains the quickstart VAE; `make test` runs the test suite.
+# Both create .venv (pip install -e ".[dev]") when it is missing or pyproject.toml changed.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv quickstart test test-fast clean-runs
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
+	$(VENV_PYTHON) -m pip install --quiet --upgrade pip
+	$(VENV_PYTHON) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(VENV_PYTHON) -m gen_research fit --config experiments/quickstart.yaml
+
+test: $(STAMP)
+	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
+
+# Unit tests only (skips the end-to-end CLI runs marked `integration`).
+test-fast: $(STAMP)
+	$(VENV_PYTHON) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,187 @@
+"""The LightningCLI subclass behind fit/validate/test/predict: run folders, standard callbacks, checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonargparse import Namespace
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from gen_research.callbacks.rng_state import RandomStateCheckpoint
+from gen_research.errors import GenResearchError
+from gen_research.parser_errors import condense_parser_error
+from gen_research.run_folder import (
+    CHECKPOINT_DIR,
+    RUN_DIR_ENV,
+    check_checkpoint_matches,
+    find_last_checkpoint,
+    new_run_dir,
+    read_checkpoint,
+    run_dir_of_checkpoint,
+)
+
+LIGHTNING_CKPT_KEYWORDS = ("best", "hpc", "registry")
+
+
+class GenResearchArgumentParser(LightningArgumentParser):
+    """Parse errors become one-line :class:`GenResearchError` messages instead of usage dumps."""
+
+    def error(self, message: str, ex: Exception | None = None):  # type: ignore[override]
+        raise GenResearchError(condense_parser_error(message, self)) from None
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the resolved config into the run folder (never over an existing file) and sends it to the loggers."""
+
+    saved_path: Path | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:
+            run_dir = Path(trainer.default_root_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            path, attempt = run_dir / "config.yaml", 1
+            while path.exists():  # a resumed run keeps the first config and adds config.resume-N.yaml
+                path, attempt = run_dir / f"config.resume-{attempt}.yaml", attempt + 1
+            self.parser.save(self.config, str(path), skip_none=False, overwrite=False, multifile=False)
+            self.saved_path = path
+            resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            resolved.pop("config", None)
+            for logger in trainer.loggers:
+                logger.log_hyperparams(resolved)  # W&B config == the resolved config, nested as in the YAML
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+
+class GenResearchCLI(LightningCLI):
+    """LightningCLI with registry names, per-run folders, standard callbacks and checkpoint checks."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.run_dir: Path | None = None
+        self.checkpoint: dict[str, Any] | None = None
+        self.checkpoint_path: Path | None = None
+        super().__init__(
+            model_class=LightningModule,
+            subclass_mode_model=True,
+            datamodule_class=LightningDataModule,
+            subclass_mode_data=True,
+            save_config_callback=RunConfigSaver,
+            parser_class=GenResearchArgumentParser,
+            auto_configure_optimizers=False,
+            args=args,
+        )
+
+    # ----------------------------------------------------------------------------------------- parser
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--name", type=str | None, default=None, help="Experiment name: runs go to <runs_root>/<name>/. Default: the last --config file's name.")
+        parser.add_argument("--runs_root", type=str, default="runs", help="Folder holding all experiments' run folders.")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 1,
+                "checkpoint.filename": "best-epoch{epoch:03d}-step{step:06d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        # Every model is told the shape and class count of its data (models ignore what they do not use).
+        parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would silently replace the YAML's model arguments by the checkpoint's; we check instead.
+        return
+
+    # ------------------------------------------------------------------------------------ run folder
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        experiment = config.name or "default"
+        runs_root = Path(config.runs_root)
+        ckpt = config.get("ckpt_path")
+        if ckpt == "last" and self.subcommand == "fit":
+            ckpt = str(find_last_checkpoint(runs_root, experiment))
+            config.ckpt_path = ckpt
+        if ckpt and ckpt not in LIGHTNING_CKPT_KEYWORDS + ("last",):
+            self.checkpoint_path = Path(ckpt)
+            self.checkpoint = read_checkpoint(self.checkpoint_path)
+        resumed_dir = run_dir_of_checkpoint(self.checkpoint_path) if self.checkpoint_path else None
+        if self.subcommand == "fit" and resumed_dir is not None:
+            self.run_dir = resumed_dir
+        else:
+            self.run_dir = new_run_dir(runs_root, experiment, self.subcommand)
+        os.environ[RUN_DIR_ENV] = str(self.run_dir)  # DDP workers re-run this command: same folder
+        config.trainer.default_root_dir = str(self.run_dir)
+        for logger in _logger_configs(config.trainer.get("logger")):
+            if "save_dir" in logger.get("init_args", Namespace()):
+                logger.init_args.save_dir = str(self.run_dir)
+
+    def after_instantiate_classes(self) -> None:
+        if self.checkpoint is not None and self.checkpoint_path is not None:
+            model_class = self.config[self.subcommand].model.class_path
+            check_checkpoint_matches(self.checkpoint, self.checkpoint_path, self.model, model_class)
+            self.checkpoint = None  # release the memory; Lightning reads the file itself
+        for callback in self.trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(self.run_dir / CHECKPOINT_DIR)
+        # The resolved config is what we log; Lightning would add the module hparams a second time.
+        self.model._log_hyperparams = False
+        if self.datamodule is not None:
+            self.datamodule._log_hyperparams = False
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        callbacks = list(trainer_config.get("callbacks") or [])
+        callbacks.append(RandomStateCheckpoint())
+        if trainer_config.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(RichProgressBar())
+        if trainer_config.get("logger") not in (False, None) and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+
+    def after_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            print_run_summary(self.trainer, self.run_dir)
+
+
+def _logger_configs(value: Any) -> list[Namespace]:
+    items = value if isinstance(value, list) else [value]
+    return [item for item in items if isinstance(item, Namespace)]
+
+
+def print_run_summary(trainer: Trainer, run_dir: Path | None) -> None:
+    """The last thing a fit prints: where its files are."""
+    if run_dir is None:
+        return
+    lines = [f"\nRun folder: {run_dir}"]
+    configs = sorted(run_dir.glob("config*.yaml"))
+    if configs:
+        lines.append(f"  config used:   {configs[-1]}")
+    checkpoint = trainer.checkpoint_callback
+    if isinstance(checkpoint, ModelCheckpoint):
+        if checkpoint.best_model_path:
+            score = f" ({checkpoint.monitor}={float(checkpoint.best_model_score):.4f})" if checkpoint.best_model_score is not None else ""
+            lines.append(f"  best checkpoint: {checkpoint.best_model_path}{score}")
+        if checkpoint.last_model_path:
+            lines.append(f"  last checkpoint: {checkpoint.last_model_path}")
+    samples = sorted((run_dir / "samples").glob("*.png"))
+    if samples:
+        lines.append(f"  image grids:   {run_dir / 'samples'} ({len(samples)} PNG, latest {samples[-1].name})")
+    if (run_dir / "metrics.csv").is_file():
+        lines.append(f"  metrics:       {run_dir / 'metrics.csv'}")
+    wandb_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    if wandb_runs:
+        lines.append(f"  W&B (offline): {wandb_runs[-1]}  (upload later: wandb sync {wandb_runs[-1]})")
+    elif (run_dir / "wandb").is_dir():
+        lines.append(f"  W&B:           {run_dir / 'wandb'}")
+    print("\n".join(lines), flush=True)
+
+
+__all__ = ["GenResearchCLI"]

@@ -1,0 +1,109 @@
+"""Experiment loggers: Weights & Biases (offline automatically when it cannot reach a server) and CSV.
+
+Both write into the run folder; the CLI fills in ``save_dir``. The W&B run id is stored in the run
+folder, so a resumed or requeued run continues the same W&B run instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+
+from gen_research.registry import LOGGERS
+
+WANDB_HOST = "api.wandb.ai"
+RUN_ID_FILE = "wandb_run_id"
+
+
+def _has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(WANDB_HOST) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def _server_reachable(host: str, timeout_s: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def choose_wandb_mode(mode: str) -> str:
+    """``auto``: honour WANDB_MODE, else online only with an API key and a reachable server."""
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
+        return "disabled"
+    host = os.environ.get("WANDB_BASE_URL", WANDB_HOST).split("://")[-1].split("/")[0].split(":")[0]
+    return "online" if _has_api_key() and _server_reachable(host) else "offline"
+
+
+def _persistent_run_id(save_dir: Path) -> str:
+    """The W&B run id of this run folder: read if a previous attempt wrote it, else created and written."""
+    id_file = save_dir / RUN_ID_FILE
+    if id_file.is_file():
+        return id_file.read_text().strip()
+    run_id = os.environ.get("WANDB_RUN_ID") or uuid.uuid4().hex[:12]
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(run_id + "\n")
+    return run_id
+
+
+@LOGGERS.register("wandb", "Weights & Biases; offline when there is no API key or network (WANDB_MODE honoured)")
+class WandbLogger(LightningWandbLogger):
+    """Lightning's WandbLogger with automatic offline mode and a run id kept in the run folder."""
+
+    def __init__(
+        self,
+        project: str = "gen_research",
+        save_dir: str | None = None,
+        name: str | None = None,
+        mode: Literal["auto", "online", "offline", "disabled"] = "auto",
+        entity: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        log_model: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        directory = Path(save_dir or ".")
+        resolved_mode = choose_wandb_mode(mode)
+        self.resolved_mode = resolved_mode
+        if name is None and save_dir is not None:
+            name = f"{directory.parent.name}/{directory.name}"  # <experiment>/<run id>
+        extra = {"mode": resolved_mode} if resolved_mode == "disabled" else {}
+        super().__init__(
+            name=name,
+            save_dir=str(directory),
+            id=kwargs.pop("id", None) or _persistent_run_id(directory),
+            offline=resolved_mode == "offline",
+            project=project,
+            log_model=log_model,
+            entity=entity,
+            group=group,
+            tags=tags,
+            resume="allow",
+            **extra,
+            **kwargs,
+        )
+
+
+@LOGGERS.register("csv", "metrics.csv in the run folder (Lightning's CSVLogger)")
+class CSVLogger(LightningCSVLogger):
+    """Lightning's CSVLogger writing ``metrics.csv`` straight into the run folder."""
+
+    def __init__(self, save_dir: str | None = None, name: str = "", version: str = "", flush_logs_every_n_steps: int = 50) -> None:
+        super().__init__(save_dir=save_dir or ".", name=name, version=version, flush_logs_every_n_steps=flush_logs_every_n_steps)

@@ -1,0 +1,136 @@
+"""Registries: short names for models, data, samplers, feature extractors, metrics, callbacks, loggers, presets.
+
+A family registers itself with a decorator::
+
+    @MODELS.register("vae")
+    class VAE(AutoencoderBase): ...
+
+and experiment YAMLs refer to it as ``class_path: vae`` (full import paths keep working). This module
+imports nothing heavy; :func:`load_builtins` imports the packages whose decorators fill the registries.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, TypeVar
+
+from gen_research.errors import GenResearchError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    obj: Any
+    description: str
+
+    @property
+    def class_path(self) -> str:
+        return f"{self.obj.__module__}.{self.obj.__qualname__}"
+
+
+def _first_doc_line(obj: Any) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0].strip() if doc else ""
+
+
+class Registry:
+    """A name -> object table whose unknown-name errors list the closest registered names."""
+
+    def __init__(self, kind: str, description: str) -> None:
+        self.kind = kind
+        self.description = description
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, description: str | None = None) -> Callable[[T], T]:
+        """Decorator: register a class (or function) under ``name``; description defaults to its docstring."""
+
+        def decorate(obj: T) -> T:
+            self.add(name, obj, description)
+            return obj
+
+        return decorate
+
+    def add(self, name: str, obj: Any, description: str | None = None) -> None:
+        existing = self._entries.get(name)
+        if existing is not None and existing.obj is not obj:
+            raise ValueError(f"{self.kind} name {name!r} is already registered to {existing.class_path}")
+        self._entries[name] = Entry(name, obj, description or _first_doc_line(obj))
+
+    def get(self, name: str) -> Any:
+        return self.entry(name).obj
+
+    def entry(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise GenResearchError(self.unknown_name_message(name)) from None
+
+    def unknown_name_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(self._entries))}"
+        return f"unknown {self.kind} {name!r}; {hint} (python -m gen_research list {self.kind}s)"
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def name_of(self, obj: Any) -> str | None:
+        """The registered name of ``obj`` (a class or instance), if any."""
+        cls = obj if isinstance(obj, type) else type(obj)
+        return next((e.name for e in self._entries.values() if e.obj is cls), None)
+
+
+MODELS = Registry("model", "LightningModules, one per model family")
+DATA = Registry("datamodule", "LightningDataModules yielding (images in [-1, 1], labels)")
+SAMPLERS = Registry("sampler", "ways of drawing images from a trained model")
+FEATURES = Registry("feature", "feature extractors that metrics are computed on")
+METRICS = Registry("metric", "evaluation metrics (torchmetrics Metric subclasses)")
+CALLBACKS = Registry("callback", "Lightning callbacks: EMA, sample grids, evaluation")
+LOGGERS = Registry("logger", "experiment loggers (W&B, CSV)")
+PRESETS = Registry("preset", "trainer presets: precision, strategy, devices (configs/trainer/*.yaml)")
+
+REGISTRIES: dict[str, Registry] = {r.kind + "s": r for r in (MODELS, DATA, SAMPLERS, FEATURES, METRICS, CALLBACKS, LOGGERS, PRESETS)}
+
+# Packages whose import runs the @register decorators. Registry -> packages is the one allowed direction.
+BUILTIN_PACKAGES = (
+    "gen_research.data",
+    "gen_research.models",
+    "gen_research.sampling",
+    "gen_research.callbacks",
+    "gen_research.loggers",
+    "gen_research.presets",
+)
+
+
+def load_builtins() -> None:
+    """Import every built-in package so that all registries are filled."""
+    for package in BUILTIN_PACKAGES:
+        importlib.import_module(package)
+
+
+def all_class_registries() -> tuple[Registry, ...]:
+    return (MODELS, DATA, CALLBACKS, LOGGERS, SAMPLERS, FEATURES, METRICS)
+
+
+def resolve_class_path(value: str, registries: tuple[Registry, ...] | None = None) -> str:
+    """Turn a registered short name into its full import path; dotted paths pass through unchanged."""
+    if "." in value:
+        return value
+    searched = registries or all_class_registries()
+    for registry in searched:
+        if value in registry:
+            return registry.entry(value).class_path
+    # Unknown: report against the most relevant registry (the first one searched).
+    raise GenResearchError(searched[0].unknown_name_message(value))

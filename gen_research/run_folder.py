@@ -1,0 +1,124 @@
+"""Where a run writes its files, and how a resumed run finds its folder again.
+
+Layout: ``<runs_root>/<experiment>/<run id>/`` holding ``config.yaml``, ``checkpoints/``, ``samples/``,
+``metrics.csv`` and ``wandb/``. Every new ``fit`` gets a new folder, so nothing of an earlier run is ever
+overwritten; ``fit --ckpt_path last`` (or a checkpoint inside a run folder) continues in that run's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gen_research.errors import GenResearchError
+
+# Set by the launching process so that DDP worker processes (which re-run the command) use the same folder.
+RUN_DIR_ENV = "GEN_RESEARCH_RUN_DIR"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+# Folders made by this process, so that a command failing on user input can remove them if still empty.
+CREATED_RUN_DIRS: list[Path] = []
+
+
+def _run_id(subcommand: str) -> str:
+    # Under SLURM every task (and a requeued job) must agree on the folder: name it after the job.
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if job:
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        run_id = f"slurm-{job}" + (f"_{task}" if task else "")
+    else:
+        run_id = time.strftime("%Y%m%d-%H%M%S")
+    return run_id if subcommand == "fit" else f"{run_id}-{subcommand}"
+
+
+def new_run_dir(runs_root: Path, experiment: str, subcommand: str) -> Path:
+    """Create (and so reserve) a fresh run folder; never returns one that already has files."""
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if inherited:
+        return Path(inherited)
+    base = runs_root / experiment / _run_id(subcommand)
+    if base.name.startswith("slurm-") and base.is_dir():
+        return base  # a requeued SLURM job continues in its own folder
+    candidate, suffix = base, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            CREATED_RUN_DIRS.append(candidate)
+            return candidate
+        except FileExistsError:
+            candidate = base.with_name(f"{base.name}-{suffix}")
+            suffix += 1
+
+
+def remove_empty_run_dirs(since: int = 0) -> None:
+    """After a user error: remove the folders this process created (from index ``since``) if still empty."""
+    for run_dir in CREATED_RUN_DIRS[since:]:
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+    del CREATED_RUN_DIRS[since:]
+
+
+def run_dir_of_checkpoint(ckpt_path: Path) -> Path | None:
+    """The run folder a checkpoint lives in (``<run>/checkpoints/x.ckpt``), if it is one of ours."""
+    if ckpt_path.parent.name == CHECKPOINT_DIR:
+        return ckpt_path.parent.parent
+    return None
+
+
+def find_last_checkpoint(runs_root: Path, experiment: str) -> Path:
+    """``--ckpt_path last``: the newest ``last.ckpt`` among the experiment's runs."""
+    candidates = sorted(
+        (runs_root / experiment).glob(f"*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}"), key=lambda p: p.stat().st_mtime
+    )
+    if not candidates:
+        raise GenResearchError(
+            f"--ckpt_path last: no {LAST_CHECKPOINT} under {runs_root / experiment}/*/{CHECKPOINT_DIR}; "
+            "run fit without --ckpt_path first, or pass a checkpoint file"
+        )
+    return candidates[-1]
+
+
+def read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
+    """Load a Lightning checkpoint on CPU, or say in one line why it cannot be used."""
+    if not ckpt_path.is_file():
+        raise GenResearchError(
+            f"checkpoint not found: {ckpt_path}; pass an existing .ckpt file, or --ckpt_path last to resume the latest run"
+        )
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:  # a truncated or foreign file; torch raises many types here
+        raise GenResearchError(f"cannot read checkpoint {ckpt_path} ({type(error).__name__}); is it a Lightning .ckpt file?") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise GenResearchError(f"{ckpt_path} is not a Lightning checkpoint (no state_dict); pass a .ckpt written by fit")
+    return checkpoint
+
+
+def check_checkpoint_matches(checkpoint: dict[str, Any], ckpt_path: Path, model: torch.nn.Module, model_class_path: str) -> None:
+    """Refuse a checkpoint of another model (class, missing keys or other shapes) before anything runs."""
+    saved_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    if saved_class and saved_class != model_class_path:
+        raise GenResearchError(
+            f"checkpoint {ckpt_path} was written by model {saved_class}, but the config builds {model_class_path}; "
+            "use a checkpoint of this experiment or change model.class_path"
+        )
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if hasattr(v, "shape")}
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(saved) if expected[k] != saved[k])
+    if missing or unexpected or reshaped:
+        if reshaped:
+            key = reshaped[0]
+            detail = f"{key} has shape {saved[key]} in the checkpoint but {expected[key]} in the model"
+        elif missing:
+            detail = f"{len(missing)} weights missing from the checkpoint, e.g. {missing[0]}"
+        else:
+            detail = f"{len(unexpected)} weights in the checkpoint the model lacks, e.g. {unexpected[0]}"
+        raise GenResearchError(
+            f"checkpoint {ckpt_path} does not match the configured model: {detail}; "
+            "use the config the checkpoint was trained with (its run folder's config.yaml)"
+        )
