@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from gen_research.callbacks.rng_state import RandomStateCheckpoint
 from gen_research.errors import GenResearchError
-from gen_research.parser_errors import condense_parser_error
+from gen_research.parser_errors import condense_parser_error, signature_keys
 from gen_research.run_folder import (
     CHECKPOINT_DIR,
     RUN_DIR_ENV,
@@ -26,13 +28,6 @@ from gen_research.run_folder import (
 )
 
 LIGHTNING_CKPT_KEYWORDS = ("best", "hpc", "registry")
-
-
-class GenResearchArgumentParser(LightningArgumentParser):
-    """Parse errors become one-line :class:`GenResearchError` messages instead of usage dumps."""
-
-    def error(self, message: str, ex: Exception | None = None):  # type: ignore[override]
-        raise GenResearchError(condense_parser_error(message, self)) from None
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -72,12 +67,39 @@ class GenResearchCLI(LightningCLI):
             datamodule_class=LightningDataModule,
             subclass_mode_data=True,
             save_config_callback=RunConfigSaver,
-            parser_class=GenResearchArgumentParser,
             auto_configure_optimizers=False,
             args=args,
         )
 
     # ----------------------------------------------------------------------------------------- parser
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        kwargs.setdefault("exit_on_error", False)  # raise, so that we can print one line instead of a usage dump
+        return super().init_parser(**kwargs)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self._raw_args = list(args)
+        try:
+            self.config = parser.parse_args(args)
+        except ArgumentError as error:
+            raise GenResearchError(condense_parser_error(str(error), self._option_names)) from None
+
+    def _option_names(self, section: str) -> list[str]:
+        """What a config section accepts, for "did you mean" hints."""
+        if section == "":
+            return ["model", "data", "trainer", "checkpoint", "seed_everything", "name", "runs_root", "ckpt_path", "config"]
+        if section == "trainer":
+            return signature_keys(Trainer)
+        if section == "checkpoint":
+            return signature_keys(ModelCheckpoint)
+        class_path = _configured_class_path(self._raw_args, section)
+        if class_path:
+            module_name, _, class_name = class_path.rpartition(".")
+            try:
+                return signature_keys(getattr(importlib.import_module(module_name), class_name))
+            except (ImportError, AttributeError):
+                return []
+        return []
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--name", type=str | None, default=None, help="Experiment name: runs go to <runs_root>/<name>/. Default: the last --config file's name.")
         parser.add_argument("--runs_root", type=str, default="runs", help="Folder holding all experiments' run folders.")
@@ -149,6 +171,19 @@ class GenResearchCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
             print_run_summary(self.trainer, self.run_dir)
+
+
+def _configured_class_path(args: list[str], section: str) -> str | None:
+    """The class_path the (expanded) arguments give ``section``; the last one wins, as in parsing."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            node = (yaml.safe_load(args[i + 1]) or {}).get(section)
+            if isinstance(node, dict) and node.get("class_path"):
+                found = node["class_path"]
+        elif arg.startswith((f"--{section}=", f"--{section}.class_path=")):
+            found = arg.split("=", 1)[1]
+    return found
 
 
 def _logger_configs(value: Any) -> list[Namespace]:

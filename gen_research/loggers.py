@@ -11,7 +11,7 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
@@ -76,8 +76,8 @@ class WandbLogger(LightningWandbLogger):
         entity: str | None = None,
         group: str | None = None,
         tags: list[str] | None = None,
+        notes: str | None = None,
         log_model: bool = False,
-        **kwargs: Any,
     ) -> None:
         directory = Path(save_dir or ".")
         resolved_mode = choose_wandb_mode(mode)
@@ -88,16 +88,16 @@ class WandbLogger(LightningWandbLogger):
         super().__init__(
             name=name,
             save_dir=str(directory),
-            id=kwargs.pop("id", None) or _persistent_run_id(directory),
+            id=_persistent_run_id(directory),
             offline=resolved_mode == "offline",
             project=project,
             log_model=log_model,
             entity=entity,
             group=group,
             tags=tags,
+            notes=notes,
             resume="allow",
             **extra,
-            **kwargs,
         )
 
 

@@ -1,0 +1,195 @@
+"""Shared LightningModule code for the autoencoder family (ae, dae, vae)."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, ClassVar, Literal
+
+import lightning.pytorch as L
+import torch
+from einops import rearrange
+from torchmetrics.classification import BinaryAUROC
+
+from gen_research.errors import GenResearchError
+from gen_research.nets import ConvDecoder, ConvEncoder
+
+
+def lr_lambda(step: int, warmup_steps: int, total_steps: int | None) -> float:
+    """Multiplier on the base lr: linear warm-up, then constant (total_steps None) or cosine to 0."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if total_steps is None:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def per_image_mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per image, in [-1, 1] space: [B, C, H, W] -> [B]."""
+    return (x_hat.float() - x.float()).pow(2).flatten(1).mean(1)
+
+
+def update_holdout_auroc(
+    metric: BinaryAUROC, scores: torch.Tensor, labels: torch.Tensor, holdout_class: int
+) -> None:
+    """Add a batch of non-negative anomaly scores with target ``labels == holdout_class``."""
+    # BinaryAUROC sigmoids any batch with values outside [0, 1] (taken for logits), which would rank batches
+    # inconsistently; s / (1 + s) maps [0, inf) into [0, 1) monotonically, so the AUROC is unchanged.
+    scores = scores.float()
+    metric.update(scores / (1 + scores), (labels == holdout_class).long())
+
+
+def holdout_auroc(scores: torch.Tensor, labels: torch.Tensor, holdout_class: int) -> torch.Tensor:
+    """AUROC of anomaly ``scores`` for detecting ``labels == holdout_class`` (standalone form of the test path)."""
+    metric = BinaryAUROC().to(scores.device)
+    update_holdout_auroc(metric, scores, labels, holdout_class)
+    return metric.compute()
+
+
+class AutoencoderBase(L.LightningModule):
+    """Base class: conv encoder/decoder, optimiser, deterministic validation RNG, holdout-class AUROC in test."""
+
+    has_prior: ClassVar[bool] = False  # True where sample() can draw from a prior (VAE)
+    encoder_outputs_per_latent: ClassVar[int] = 1  # VAE: 2 (mean and log-variance)
+    eval_seed: ClassVar[int] = 0  # seed of the validation/test generator
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        num_classes: int | None = None,
+        latent_dim: int = 16,
+        channels: list[int] = (32, 64),  # tuple default: avoids a shared mutable default; YAML gives a list
+        norm: Literal["batch", "group", "none"] = "batch",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+    ) -> None:
+        super().__init__()
+        # Collects the concrete subclass's init args too, so load_from_checkpoint rebuilds it.
+        self.save_hyperparameters()
+        self.hparams.channels = list(channels)  # plain list in hparams.yaml, whatever the caller passed
+        c, h, w = image_shape
+        self.image_shape = (c, h, w)
+        self.latent_dim = latent_dim
+        self.encoder = ConvEncoder(c, (h, w), list(channels), latent_dim * self.encoder_outputs_per_latent, norm)
+        self.decoder = ConvDecoder(latent_dim, c, (h, w), list(channels), norm)
+        self.test_auroc = BinaryAUROC()
+        self._eval_gen: torch.Generator | None = None
+        self._holdout_seen = False
+
+    # ---- public API used by callbacks, samplers and the CLI -------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic latent code [B, latent_dim] (the posterior mean for a VAE)."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] from latents [B, latent_dim]."""
+        return self.decoder(z).clamp(-1.0, 1.0)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reconstruct(x)
+
+    def interpolate(self, x_a: torch.Tensor, x_b: torch.Tensor, num_steps: int) -> torch.Tensor:
+        """Linear paths in latent space: [len(x_a) * num_steps, C, H, W], row i runs x_a[i] -> x_b[i]."""
+        z_a, z_b = self.encode(x_a), self.encode(x_b)
+        t = torch.linspace(0.0, 1.0, num_steps, device=z_a.device, dtype=z_a.dtype)[None, :, None]
+        z = z_a[:, None] * (1 - t) + z_b[:, None] * t
+        return self.decode(rearrange(z, "b s d -> (b s) d"))
+
+    def sample(
+        self, num_samples: int, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no prior to sample from (has_prior=False); "
+            "use a vae, or reconstruct/interpolate real images instead"
+        )
+
+    # ---- per-model losses (subclasses) -------------------------------------------------------------
+    def compute_losses(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Batch-mean scalars with at least ``loss`` and ``recon_loss``; randomness drawn from ``generator``."""
+        raise NotImplementedError
+
+    def eval_metrics(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Metrics logged in validation/test; defaults to the training losses."""
+        return self.compute_losses(x, generator)
+
+    # ---- Lightning hooks ---------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, _ = batch
+        losses = self.compute_losses(x)  # global RNG: part of the checkpointed training stream
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(x))
+        extra = {f"train/{k}": v for k, v in losses.items() if k != "loss"}
+        self.log_dict(extra, batch_size=len(x))
+        return losses["loss"]
+
+    def eval_generator(self) -> torch.Generator:
+        """The validation/test generator, created on first use; re-seeded at each epoch start."""
+        if self._eval_gen is None or self._eval_gen.device != self.device:
+            self._eval_gen = torch.Generator(device=self.device)
+            self._eval_gen.manual_seed(self.eval_seed)
+        return self._eval_gen
+
+    def on_validation_epoch_start(self) -> None:
+        # Fixed seed: identical metrics every epoch and no draw from the global (training) RNG.
+        self.eval_generator().manual_seed(self.eval_seed)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        x, _ = batch
+        metrics = self.eval_metrics(x, self.eval_generator())
+        self.log("val/loss", metrics["loss"], prog_bar=True, on_epoch=True, sync_dist=True, batch_size=len(x))
+        rest = {f"val/{k}": v for k, v in metrics.items() if k != "loss"}
+        self.log_dict(rest, on_epoch=True, sync_dist=True, batch_size=len(x))
+        return metrics
+
+    def on_test_epoch_start(self) -> None:
+        self.eval_generator().manual_seed(self.eval_seed)
+        self.test_auroc.reset()
+        self._holdout_seen = False
+
+    def holdout_class(self) -> int | None:
+        """``trainer.datamodule.holdout_class`` when there is one, else None."""
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        return getattr(datamodule, "holdout_class", None)
+
+    def anomaly_score(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-image reconstruction MSE in [-1, 1] space: high = unlike the training classes."""
+        return per_image_mse(self.reconstruct(x), x)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        x, labels = batch
+        metrics = self.eval_metrics(x, self.eval_generator())
+        self.log_dict({f"test/{k}": v for k, v in metrics.items()}, on_epoch=True, sync_dist=True, batch_size=len(x))
+        holdout = self.holdout_class()
+        if holdout is not None:
+            update_holdout_auroc(self.test_auroc, self.anomaly_score(x), labels, holdout)
+            self._holdout_seen = True
+        return metrics
+
+    def on_test_epoch_end(self) -> None:
+        if self._holdout_seen:
+            # BinaryAUROC.compute() gathers scores from every process before ranking.
+            self.log("test/auroc_holdout", self.test_auroc.compute(), sync_dist=False)
+            self.test_auroc.reset()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        total = None
+        if hp.lr_schedule == "cosine":
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise GenResearchError("lr_schedule 'cosine' needs a finite run: set trainer.max_steps or max_epochs")
+            total = int(total)
+        # partial of a module-level function (not a lambda) so the scheduler state stays picklable.
+        fn = partial(lr_lambda, warmup_steps=hp.warmup_steps, total_steps=total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+__all__ = ["AutoencoderBase", "holdout_auroc", "lr_lambda", "per_image_mse", "update_holdout_auroc"]
