@@ -115,7 +115,8 @@ def resolve_short_names(node: Any, key_path: str = "") -> Any:
 def _resolve_flag_value(flag: str, value: str) -> str:
     """``--model vae``, ``--data.class_path=mnist5k``, ``--trainer.callbacks+=ema``: short names become paths."""
     key = flag.lstrip("-").removesuffix("+").removesuffix(".class_path")
-    if key in _REGISTRY_FOR_KEY and value and not value.lstrip().startswith(("{", "[")) and "=" not in value:
+    is_yaml_literal = value.strip().lower() in ("true", "false", "null", "none", "~", "")  # --trainer.logger=false
+    if key in _REGISTRY_FOR_KEY and not is_yaml_literal and not value.lstrip().startswith(("{", "[")) and "=" not in value:
         return resolve_class_path(value, _REGISTRY_FOR_KEY[key])
     return value
 

@@ -66,7 +66,10 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """Linear to ``channels[-1] x h x w``, ConvTranspose2d blocks mirroring the encoder, final conv; no output activation."""
+    """Linear to ``channels[-1] x h x w``, ConvTranspose2d blocks mirroring the encoder, final conv.
+
+    No output activation: the model decides how to read the output (clamped pixels, logits, a mean).
+    """
 
     def __init__(
         self,
@@ -82,7 +85,7 @@ class ConvDecoder(nn.Module):
         self.stem = nn.Sequential(
             nn.Linear(latent_dim, top * h * w), Rearrange("b (c h w) -> b c h w", c=top, h=h, w=w), nn.SiLU()
         )
-        # Reversed widths; the last upsampling stage keeps channels[0] (the encoder's first stage had the image as input).
+        # Reversed widths; the last upsampling stage keeps channels[0] (the encoder's first stage read the image).
         widths = list(reversed(channels)) + [channels[0]]
         layers: list[nn.Module] = []
         for c_in, c_out in zip(widths[:-1], widths[1:]):

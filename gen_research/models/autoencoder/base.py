@@ -77,7 +77,6 @@ class AutoencoderBase(L.LightningModule):
         self.decoder = ConvDecoder(latent_dim, c, (h, w), list(channels), norm)
         self.test_auroc = BinaryAUROC()
         self._eval_gen: torch.Generator | None = None
-        self._holdout_seen = False
 
     # ---- public API used by callbacks, samplers and the CLI -------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,7 +148,6 @@ class AutoencoderBase(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.eval_generator().manual_seed(self.eval_seed)
         self.test_auroc.reset()
-        self._holdout_seen = False
 
     def holdout_class(self) -> int | None:
         """``trainer.datamodule.holdout_class`` when there is one, else None."""
@@ -168,12 +166,11 @@ class AutoencoderBase(L.LightningModule):
         holdout = self.holdout_class()
         if holdout is not None:
             update_holdout_auroc(self.test_auroc, self.anomaly_score(x), labels, holdout)
-            self._holdout_seen = True
         return metrics
 
     def on_test_epoch_end(self) -> None:
-        if self._holdout_seen:
-            # BinaryAUROC.compute() gathers scores from every process before ranking.
+        # Decided by the datamodule, not by batches seen, so every process joins compute()'s gather.
+        if self.holdout_class() is not None:
             self.log("test/auroc_holdout", self.test_auroc.compute(), sync_dist=False)
             self.test_auroc.reset()
 
