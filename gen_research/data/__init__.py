@@ -1,0 +1,22 @@
+"""Data modules yielding (images in [-1, 1], labels); importing this package registers them in DATA."""
+
+from gen_research.data import embedded, folder, torchvision_sets  # noqa: F401  (run the @DATA.register decorators)
+from gen_research.data.base import ImageDataModule
+from gen_research.data.embedded import Digits, MNIST5k
+from gen_research.data.folder import ImageFolderData
+from gen_research.data.sampler import ResumableSampler
+from gen_research.data.torchvision_sets import CelebAData, CIFAR10Data, FashionMNISTData, MNISTData
+from gen_research.data.transforms import flip_batch
+
+__all__ = [
+    "CIFAR10Data",
+    "CelebAData",
+    "Digits",
+    "FashionMNISTData",
+    "ImageDataModule",
+    "ImageFolderData",
+    "MNIST5k",
+    "MNISTData",
+    "ResumableSampler",
+    "flip_batch",
+]

@@ -1,0 +1,227 @@
+"""The shared base of every data module: seeded splits, [-1, 1] images, resumable order, seeded flips."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NoReturn
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from gen_research.data.datasets import split_indices
+from gen_research.data.sampler import ResumableSampler
+from gen_research.data.transforms import flip_batch, flip_seed, output_shape
+from gen_research.errors import GenResearchError
+
+SPLITS = ("train", "val", "test")
+Splits = dict[str, tuple[Dataset, Tensor]]  # split name -> (dataset, label of each item)
+
+
+def global_seed() -> int:
+    """The seed Lightning's ``seed_everything`` exported (0 if it was not called)."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+def _is_fitting(trainer: Any) -> bool:
+    state = getattr(trainer, "state", None)
+    return trainer is not None and getattr(state, "fn", None) == "fit"  # TrainerFn is a str enum
+
+
+class ImageDataModule(LightningDataModule):
+    """Base data module: batches are (images float32 [B, C, H, W] in [-1, 1], labels int64 [B]).
+
+    Args:
+        batch_size: images per batch (per process under DDP).
+        val_fraction: share of the training pool held out for validation (seeded by split_seed).
+        split_seed: seed of the train/val(/test) split; the same seed always gives the same split.
+        resize: resize the shorter image side to this many pixels.
+        center_crop: then crop a centred square of this size.
+        random_flip: flip training images horizontally with probability 0.5 (seeded, reproducible).
+        holdout_class: leave this class out of train and val (anomaly detection); test keeps it.
+        num_workers: DataLoader worker processes.
+        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
+        persistent_workers: keep workers alive between epochs (only used when num_workers > 0).
+    """
+
+    #: Name used in error messages; subclasses set their registered name.
+    data_name = "data"
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        resize: int | None = None,
+        center_crop: int | None = None,
+        random_flip: bool = False,
+        holdout_class: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__()
+        self._check_positive("batch_size", batch_size)
+        self._check_fraction("val_fraction", val_fraction)
+        for name, value in (("resize", resize), ("center_crop", center_crop)):
+            if value is not None:
+                self._check_positive(name, value)
+        if num_workers < 0:
+            self._fail(f"num_workers must be >= 0, got {num_workers}", "num_workers")
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.resize = resize
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+        self.holdout_class = holdout_class
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+        self._resume: dict[str, int] = {}
+        self._image_shape: tuple[int, int, int] | None = None
+
+    # ---- what subclasses provide -------------------------------------------------------------
+    def _raw_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of a stored image before resize/crop; must not need setup()."""
+        raise NotImplementedError
+
+    def _build_splits(self) -> Splits:
+        """Load the data and return {"train", "val", "test"} -> (dataset, labels), before holdout."""
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of label classes, or None when the data has no labels (labels are then 0)."""
+        return None
+
+    # ---- static facts, known before setup ----------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images in a batch, after resize and crop."""
+        if self._image_shape is None:
+            self._image_shape = output_shape(self._raw_shape(), self.resize, self.center_crop)
+        return self._image_shape
+
+    # ---- building ----------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:  # fit, validate and test may each call setup; build once
+            return
+        self._check_holdout()
+        splits = self._build_splits()
+        for name in SPLITS:
+            dataset, labels = splits[name]
+            if self.holdout_class is not None and name != "test":
+                keep = torch.nonzero(labels != self.holdout_class).flatten()
+                dataset = Subset(dataset, keep.tolist())
+            setattr(self, f"{name}_set", dataset)
+
+    def seeded_split(self, n: int, test_fraction: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+        """Indices of a (train, val, test) split of ``range(n)`` from split_seed."""
+        if self.val_fraction + test_fraction >= 1:
+            self._fail(
+                f"val_fraction + test_fraction = {self.val_fraction + test_fraction:g} leaves no training data",
+                "val_fraction",
+            )
+        train, val, test = split_indices(n, [self.val_fraction, test_fraction], self.split_seed)
+        return train, val, test
+
+    def split_pool(self, dataset: Dataset, labels: Tensor, test_fraction: float) -> Splits:
+        """Split one pool of items into seeded train/val/test subsets."""
+        parts = self.seeded_split(len(labels), test_fraction)
+        return {name: (Subset(dataset, idx.tolist()), labels[idx]) for name, idx in zip(SPLITS, parts)}
+
+    # ---- loaders -----------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._dataset("train")
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=global_seed())
+        if trainer is not None:
+            # With workers the loader prefetches indices at iter() time, which Lightning does before
+            # its own set_epoch when resuming; setting the epoch now keeps that first order right.
+            sampler.set_epoch(trainer.current_epoch)
+        if self._resume:
+            sampler.skip(self._resume["epoch"], self._resume["batches_started"] * self.batch_size)
+            self._resume = {}  # one resume per checkpoint load; a reloaded loader starts whole epochs
+        return self._loader(dataset, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("test"))
+
+    def _loader(self, dataset: Dataset, sampler: ResumableSampler | None = None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            # Iterator creation draws a base seed; a private generator keeps the global RNG untouched.
+            generator=torch.Generator().manual_seed(global_seed()),
+        )
+
+    def _dataset(self, split: str) -> Dataset:
+        dataset = getattr(self, f"{split}_set")
+        if dataset is None:  # no silent setup: it may load or download a large dataset
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before {split}_dataloader()")
+        return dataset
+
+    # ---- mid-epoch resume --------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self.trainer
+        if not _is_fitting(trainer):
+            return {}
+        return {
+            "epoch": int(trainer.current_epoch),
+            "batches_started": int(trainer.fit_loop.epoch_loop.batch_progress.current.ready),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning restores this before calling train_dataloader(), which applies the skip.
+        if "epoch" in state_dict and "batches_started" in state_dict:
+            self._resume = {"epoch": int(state_dict["epoch"]), "batches_started": int(state_dict["batches_started"])}
+        else:
+            self._resume = {}
+
+    # ---- augmentation ------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Flips happen here rather than in per-item transforms: per-item randomness would draw
+        # from each worker's global RNG and could not be replayed exactly after a resume.
+        trainer = self.trainer
+        if not self.random_flip or trainer is None or not trainer.training:
+            return batch
+        images, labels = batch
+        step = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        seed = flip_seed(global_seed() + 7919 * int(trainer.global_rank), int(trainer.current_epoch), int(step))
+        generator = torch.Generator(device=images.device).manual_seed(seed)
+        return flip_batch(images, generator), labels
+
+    # ---- validation helpers ------------------------------------------------------------------
+    def _check_holdout(self) -> None:
+        if self.holdout_class is None:
+            return
+        n = self.num_classes
+        if n is None:
+            self._fail("holdout_class needs labelled data but this data has no classes", "holdout_class")
+        if not 0 <= self.holdout_class < n:
+            self._fail(f"holdout_class={self.holdout_class} is not a class in 0..{n - 1}", "holdout_class")
+
+    def _check_positive(self, name: str, value: int) -> None:
+        if value < 1:
+            self._fail(f"{name} must be a positive integer, got {value}", name)
+
+    def _check_fraction(self, name: str, value: float) -> None:
+        if not 0 <= value < 1:
+            self._fail(f"{name} must be in [0, 1), got {value}", name)
+
+    def _fail(self, problem: str, param: str) -> NoReturn:
+        raise GenResearchError(f"{self.data_name}: {problem}; set data.init_args.{param}")

@@ -1,0 +1,138 @@
+"""A folder of image files, optionally with one subfolder per class."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from gen_research.data.base import ImageDataModule, Splits
+from gen_research.data.datasets import FileImageDataset, load_image
+from gen_research.data.transforms import output_shape
+from gen_research.errors import GenResearchError
+from gen_research.registry import DATA
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
+_ROOT_HINT = "set data.init_args.root to a folder of images (class subfolders become labels)"
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".")  # skip .ipynb_checkpoints, .DS_Store and the like
+
+
+def find_images(folder: str) -> list[str]:
+    """Image files under ``folder`` (recursively), sorted so the file order never depends on the OS."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if _visible(d)]
+        found += [os.path.join(dirpath, f) for f in filenames if _visible(f) and f.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+@DATA.register("image_folder", "your own images from a folder; class subfolders become labels")
+class ImageFolderData(ImageDataModule):
+    """Images from a folder (searched recursively). If the folder holds only subfolders with images,
+    their sorted names are the classes; otherwise every label is 0 and ``num_classes`` is None.
+
+    Args:
+        root: the folder of images.
+        grayscale: load images with 1 channel instead of 3 (RGB).
+        test_fraction: share of the images held out as the test split (seeded by split_seed).
+    """
+
+    data_name = "image_folder"
+
+    def __init__(
+        self,
+        root: str,
+        grayscale: bool = False,
+        test_fraction: float = 0.1,
+        batch_size: int = 64,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        resize: int | None = None,
+        center_crop: int | None = None,
+        random_flip: bool = False,
+        holdout_class: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed, resize=resize,
+            center_crop=center_crop, random_flip=random_flip, holdout_class=holdout_class,
+            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
+        )  # fmt: skip
+        self._check_fraction("test_fraction", test_fraction)
+        self.root = root
+        self.grayscale = grayscale
+        self.test_fraction = test_fraction
+        # Scanned now, not in setup(): image_shape and num_classes must be known when the CLI
+        # links them into the model, which happens before any setup().
+        self.paths, labels, self.class_names = self._scan(root)
+        self.labels = torch.tensor(labels, dtype=torch.int64)
+        self.image_shape  # noqa: B018 - opens one image now, so an unreadable folder fails at construction
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names else None
+
+    def _scan(self, root: str) -> tuple[list[str], list[int], list[str]]:
+        shown = os.path.abspath(os.path.expanduser(root))
+        if not os.path.isdir(shown):
+            raise GenResearchError(f"{self.data_name}: no such folder {shown!r}; {_ROOT_HINT}")
+        entries = sorted(e for e in os.listdir(shown) if _visible(e))
+        top_files = [e for e in entries if os.path.isfile(os.path.join(shown, e)) and e.lower().endswith(IMAGE_EXTENSIONS)]
+        per_class = {d: find_images(os.path.join(shown, d)) for d in entries if os.path.isdir(os.path.join(shown, d))}
+        per_class = {d: files for d, files in per_class.items() if files}  # empty subfolders are not classes
+        if per_class and not top_files:
+            class_names = sorted(per_class)
+            paths = [p for name in class_names for p in per_class[name]]
+            labels = [i for i, name in enumerate(class_names) for _ in per_class[name]]
+            return paths, labels, class_names
+        paths = find_images(shown)
+        if not paths:
+            raise GenResearchError(
+                f"{self.data_name}: no images ({', '.join(IMAGE_EXTENSIONS)}) found under {shown!r}; {_ROOT_HINT}"
+            )
+        return paths, [0] * len(paths), []
+
+    def _raw_shape(self) -> tuple[int, int, int]:
+        image = self._open(self.paths[0])
+        return (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]))
+
+    def _open(self, path: str) -> torch.Tensor:
+        try:
+            return load_image(path, self.grayscale)
+        except (OSError, UnidentifiedImageError) as err:
+            raise GenResearchError(f"{self.data_name}: cannot read image {path!r} ({err}); remove or fix it") from None
+
+    def _check_sizes(self) -> None:
+        """Batches need one size: without center_crop, every image must come out like the first."""
+        if self.center_crop is not None:
+            return  # a square crop gives every image the same size (padding small ones)
+        out_size: dict[tuple[int, int], tuple[int, int]] = {}  # raw (h, w) -> size after resize
+        sizes: Counter[tuple[int, int]] = Counter()
+        for path in self.paths:
+            try:
+                with Image.open(path) as img:  # reads the header only
+                    w, h = img.size
+            except (OSError, UnidentifiedImageError) as err:
+                raise GenResearchError(f"{self.data_name}: cannot read image {path!r} ({err}); remove or fix it") from None
+            if (h, w) not in out_size:  # few distinct sizes: run the real resize once per size
+                out_size[(h, w)] = output_shape((1, h, w), self.resize, None)[1:]
+            sizes[out_size[(h, w)]] += 1
+        if len(sizes) > 1:
+            common = ", ".join(f"{h}x{w} ({n} images)" for (h, w), n in sizes.most_common(3))
+            raise GenResearchError(
+                f"{self.data_name}: images under {os.path.abspath(self.root)!r} come out in different sizes"
+                f" ({common}); set data.init_args.resize and data.init_args.center_crop to one square size"
+            )
+
+    def _build_splits(self) -> Splits:
+        self._check_sizes()
+        dataset = FileImageDataset(self.paths, self.labels, self.resize, self.center_crop, self.grayscale)
+        return self.split_pool(dataset, self.labels, self.test_fraction)
+

@@ -1,0 +1,56 @@
+"""Deterministic image ops shared by all data modules: geometry, scaling to [-1, 1], seeded flips.
+
+Nothing here touches the global RNG: random flips take an explicit generator so that a resumed run
+reproduces the same augmentation regardless of worker count or what else consumed random numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+
+# Multiplier for mixing (seed, epoch, step) into one generator seed; a large prime keeps nearby
+# triples from colliding while staying well inside int64.
+_MIX = 1_000_003
+
+
+def resize_and_crop(images: Tensor, resize: int | None, center_crop: int | None) -> Tensor:
+    """Resize the shorter side to ``resize`` then take a square ``center_crop`` ([..., C, H, W]).
+
+    Resize-then-crop makes differently sized images come out the same size; CelebA's usual
+    "crop 178, resize 64" is (up to rounding) the same as resize 64 then crop 64.
+    """
+    if resize is not None:
+        images = TF.resize(images, [resize], antialias=True)
+        if images.is_floating_point():  # antialiased bilinear is convex, clamp only guards rounding
+            images = images.clamp(-1.0, 1.0)
+    if center_crop is not None:
+        images = TF.center_crop(images, [center_crop, center_crop])
+    return images
+
+
+def output_shape(raw_shape: tuple[int, int, int], resize: int | None, center_crop: int | None) -> tuple[int, int, int]:
+    """(C, H, W) that :func:`resize_and_crop` produces for an image of ``raw_shape``."""
+    # Run the real ops on a blank image: exact, including torchvision's rounding of the long side.
+    c, h, w = resize_and_crop(torch.zeros(raw_shape, dtype=torch.uint8), resize, center_crop).shape
+    return int(c), int(h), int(w)
+
+
+def to_signed_unit(image: Tensor) -> Tensor:
+    """uint8 0..255 -> float32 [-1, 1]; float input is taken to be in [-1, 1] already."""
+    if image.dtype == torch.uint8:
+        return image.to(torch.float32).div_(127.5).sub_(1.0)
+    return image.to(torch.float32)
+
+
+def flip_seed(seed: int, epoch: int, step: int) -> int:
+    """One generator seed per (global seed, epoch, batch), so flips never depend on RNG history."""
+    return ((seed * _MIX + epoch) * _MIX + step) % (2**63 - 1)
+
+
+def flip_batch(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Flip each image of [B, C, H, W] horizontally with probability 0.5, drawing from ``generator`` only."""
+    flip = torch.rand(images.shape[0], generator=generator, device=generator.device) < 0.5
+    flip = flip.to(images.device).view(-1, *([1] * (images.dim() - 1)))
+    return torch.where(flip, images.flip(-1), images)
