@@ -145,6 +145,16 @@ class GenResearchCLI(LightningCLI):
             if "save_dir" in logger.get("init_args", Namespace()):
                 logger.init_args.save_dir = str(self.run_dir)
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as error:
+            # jsonargparse wraps errors raised in a constructor (e.g. a missing dataset folder) in its own.
+            user_error = _find_user_error(error)
+            if user_error is None:
+                raise
+            raise user_error from None
+
     def after_instantiate_classes(self) -> None:
         if self.checkpoint is not None and self.checkpoint_path is not None:
             model_class = self.config[self.subcommand].model.class_path
@@ -171,6 +181,20 @@ class GenResearchCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
             print_run_summary(self.trainer, self.run_dir)
+
+
+def _find_user_error(error: BaseException) -> GenResearchError | None:
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [error]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, GenResearchError):
+            return current
+        stack += [current.__cause__, current.__context__]
+    return None
 
 
 def _configured_class_path(args: list[str], section: str) -> str | None:

@@ -51,16 +51,12 @@ def choose_wandb_mode(mode: str) -> str:
     return "online" if _has_api_key() and _server_reachable(host) else "offline"
 
 
-def _persistent_run_id(save_dir: Path) -> str:
-    """The W&B run id of this run folder: read if a previous attempt wrote it, else created and written."""
+def _run_id_for(save_dir: Path) -> str:
+    """The W&B run id of this run folder: the one a previous attempt recorded, else a new one."""
     id_file = save_dir / RUN_ID_FILE
     if id_file.is_file():
         return id_file.read_text().strip()
-    run_id = os.environ.get("WANDB_RUN_ID") or uuid.uuid4().hex[:12]
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
-        save_dir.mkdir(parents=True, exist_ok=True)
-        id_file.write_text(run_id + "\n")
-    return run_id
+    return os.environ.get("WANDB_RUN_ID") or uuid.uuid4().hex[:12]
 
 
 @LOGGERS.register("wandb", "Weights & Biases; offline when there is no API key or network (WANDB_MODE honoured)")
@@ -88,7 +84,7 @@ class WandbLogger(LightningWandbLogger):
         super().__init__(
             name=name,
             save_dir=str(directory),
-            id=_persistent_run_id(directory),
+            id=_run_id_for(directory),
             offline=resolved_mode == "offline",
             project=project,
             log_model=log_model,
@@ -99,6 +95,16 @@ class WandbLogger(LightningWandbLogger):
             resume="allow",
             **extra,
         )
+        self._run_id_file = directory / RUN_ID_FILE
+
+    @property
+    def experiment(self):  # type: ignore[override]
+        run = LightningWandbLogger.experiment.fget(self)
+        # Recorded only once the W&B run really starts: a command that fails earlier writes nothing.
+        if not self._run_id_file.exists() and int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
+            self._run_id_file.parent.mkdir(parents=True, exist_ok=True)
+            self._run_id_file.write_text(f"{self.version}\n")
+        return run
 
 
 @LOGGERS.register("csv", "metrics.csv in the run folder (Lightning's CSVLogger)")

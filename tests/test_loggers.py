@@ -33,6 +33,9 @@ def test_wandb_mode_online_needs_key_and_reachable_server(clean_env):
 def test_wandb_run_id_persists_in_run_folder(clean_env, tmp_path):
     run_dir = tmp_path / "exp" / "run1"
     first = WandbLogger(save_dir=str(run_dir))
+    assert not (run_dir / "wandb_run_id").exists()  # nothing written until the W&B run starts
+    first.experiment  # starts the (offline) run
+    first.experiment.finish()
     second = WandbLogger(save_dir=str(run_dir))  # a resumed run: same W&B run
     assert first.version == second.version == (run_dir / "wandb_run_id").read_text().strip()
     assert first.resolved_mode == "offline"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, NoReturn
 
 import torch
@@ -189,6 +190,8 @@ class ImageDataModule(LightningDataModule):
         # Lightning restores this before calling train_dataloader(), which applies the skip.
         if "epoch" in state_dict and "batches_started" in state_dict:
             self._resume = {"epoch": int(state_dict["epoch"]), "batches_started": int(state_dict["batches_started"])}
+            # Lightning only knows stateful DataLoaders and would warn that this resume is unreliable; it is not.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
         else:
             self._resume = {}
 
