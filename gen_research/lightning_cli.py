@@ -8,6 +8,7 @@ from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -181,6 +182,16 @@ class GenResearchCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
             print_run_summary(self.trainer, self.run_dir)
+
+    def predict(self, **kwargs: Any) -> None:
+        """Run predict_step over the data module's predict split and save the outputs in the run folder."""
+        predictions = self.trainer.predict(**kwargs)
+        if predictions and self.trainer.is_global_zero and self.run_dir is not None:
+            if isinstance(predictions[0], dict):  # one dict per batch -> one dict of concatenated tensors
+                predictions = {k: torch.cat([batch[k].cpu() for batch in predictions]) for k in predictions[0]}
+            path = self.run_dir / "predictions.pt"
+            torch.save(predictions, path)
+            print(f"Predictions: {path}", flush=True)
 
 
 def _find_user_error(error: BaseException) -> GenResearchError | None:

@@ -157,6 +157,10 @@ class ImageDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("test"))
 
+    def predict_dataloader(self) -> DataLoader:
+        """``predict`` runs over the test split."""
+        return self._loader(self._dataset("test"))
+
     def _loader(self, dataset: Dataset, sampler: ResumableSampler | None = None) -> DataLoader:
         return DataLoader(
             dataset,

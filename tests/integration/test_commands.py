@@ -47,3 +47,19 @@ def test_list_prints_every_registry(capsys):
     only_models = capsys.readouterr().out
     assert "vae" in only_models and "mnist5k" not in only_models
     assert run_in_process("list", "modls") == 2
+
+
+def test_validate_and_predict_a_checkpoint(workdir, capsys):
+    tiny = str(TEST_CONFIGS / "tiny_vae.yaml")
+    quiet = ["--trainer.enable_progress_bar=false", "--trainer.logger=false"]
+    assert run_in_process("fit", "--config", tiny, *quiet, "--trainer.max_epochs=1") == 0
+    ckpt = next((workdir / "runs" / "tiny_vae").glob("*/checkpoints/last.ckpt"))
+    capsys.readouterr()
+    assert run_in_process("validate", "--config", tiny, *quiet, f"--ckpt_path={ckpt}") == 0
+    assert "val/elbo" in capsys.readouterr().out
+    assert run_in_process("predict", "--config", tiny, *quiet, f"--ckpt_path={ckpt}", "--trainer.limit_predict_batches=2") == 0
+    predict_dir = next((workdir / "runs" / "tiny_vae").glob("*-predict"))
+    predictions = torch.load(predict_dir / "predictions.pt")
+    assert predictions["latents"].shape == (64, 4) and predictions["reconstructions"].shape == (64, 1, 8, 8)
+    assert predictions["labels"].dtype == torch.int64 and (predictions["scores"] >= 0).all()
+    assert len(list((workdir / "runs" / "tiny_vae").iterdir())) == 3  # fit, validate and predict: three folders

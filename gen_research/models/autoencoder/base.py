@@ -168,6 +168,13 @@ class AutoencoderBase(L.LightningModule):
             update_holdout_auroc(self.test_auroc, self.anomaly_score(x), labels, holdout)
         return metrics
 
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Latent codes, reconstructions and anomaly scores of a batch (``python -m gen_research predict``)."""
+        x, labels = batch
+        z = self.encode(x)
+        reconstructions = self.decode(z)
+        return {"latents": z, "reconstructions": reconstructions, "scores": per_image_mse(reconstructions, x), "labels": labels}
+
     def on_test_epoch_end(self) -> None:
         # Decided by the datamodule, not by batches seen, so every process joins compute()'s gather.
         if self.holdout_class() is not None:
