@@ -7,6 +7,7 @@ line with exit status 2.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -15,12 +16,14 @@ from typing import Any
 from gen_research.errors import GenResearchError
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-USAGE = """usage: python -m gen_research {fit,validate,test,predict,list} ...
+COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "list")
+USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,list} ...
 
   fit       train:      --config experiments/quickstart.yaml [--model.init_args.beta=4] [--ckpt_path last]
   validate  validate a checkpoint: --config EXP --ckpt_path CKPT
   test      test a checkpoint:     --config EXP --ckpt_path CKPT
   predict   run predict_step:      --config EXP --ckpt_path CKPT
+  evaluate  metrics (FID, KID, precision/recall, ...): --config EXP --ckpt_path CKPT | --real DIR --fake DIR
   list      registered names:      list [models|datamodules|samplers|features|metrics|callbacks|loggers|presets]
 
   python -m gen_research fit --help   shows every option of a subcommand."""
@@ -35,9 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "list":
             return list_command(argv[1:])
+        if command == "evaluate":
+            from gen_research.evaluate_cli import evaluate_command
+
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            return evaluate_command(argv[1:])
         if command in LIGHTNING_SUBCOMMANDS:
             return run_lightning(argv)
-        raise GenResearchError(f"unknown command {command!r}; use one of: {', '.join(LIGHTNING_SUBCOMMANDS + ('list',))}")
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise GenResearchError(f"unknown command {command!r}; {hint}use one of: {', '.join(COMMANDS)}")
     except GenResearchError as error:
         print(f"gen_research: error: {error}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ usual LightningCLI rules apply afterwards: later ``--config`` files and ``--key=
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +114,20 @@ def resolve_short_names(node: Any, key_path: str = "") -> Any:
 
 
 def _resolve_flag_value(flag: str, value: str) -> str:
-    """``--model vae``, ``--data.class_path=mnist5k``, ``--trainer.callbacks+=ema``: short names become paths."""
+    """``--model vae``, ``--data.class_path=mnist5k``, ``--trainer.callbacks+=ema``,
+    ``--trainer.logger=[{class_path: csv}]``: short names become import paths."""
     key = flag.lstrip("-").removesuffix("+").removesuffix(".class_path")
-    is_yaml_literal = value.strip().lower() in ("true", "false", "null", "none", "~", "")  # --trainer.logger=false
-    if key in _REGISTRY_FOR_KEY and not is_yaml_literal and not value.lstrip().startswith(("{", "[")) and "=" not in value:
-        return resolve_class_path(value, _REGISTRY_FOR_KEY[key])
-    return value
+    if key not in _REGISTRY_FOR_KEY or value.strip().lower() in ("true", "false", "null", "none", "~", ""):
+        return value  # e.g. --trainer.logger=false
+    if value.lstrip().startswith(("{", "[")):  # YAML/JSON given inline
+        try:
+            node = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise GenResearchError(f"{flag}: value is not valid YAML ({error.problem if hasattr(error, 'problem') else error})") from None
+        items = node if isinstance(node, list) else [node]
+        resolved = [resolve_short_names(item, key) if isinstance(item, dict) else item for item in items]
+        return json.dumps(resolved if isinstance(node, list) else resolved[0])
+    return resolve_class_path(value, _REGISTRY_FOR_KEY[key])
 
 
 def expand_argv(argv: list[str]) -> tuple[list[str], str | None]:

@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import (
 )
 
 from gen_research.callbacks.ema import EMA
+from gen_research.callbacks.evaluation import EvaluationCallback
 from gen_research.callbacks.rng_state import RandomStateCheckpoint
 from gen_research.callbacks.sample_grid import SampleGridLogger
 from gen_research.registry import CALLBACKS
@@ -19,4 +20,4 @@ CALLBACKS.add("checkpoint", ModelCheckpoint, "Lightning's ModelCheckpoint (the C
 CALLBACKS.add("lr_monitor", LearningRateMonitor, "logs learning rates (added automatically when a logger is on)")
 CALLBACKS.add("rich_progress", RichProgressBar, "rich progress bar (added automatically unless trainer.enable_progress_bar=false)")
 
-__all__ = ["EMA", "RandomStateCheckpoint", "SampleGridLogger"]
+__all__ = ["EMA", "EvaluationCallback", "RandomStateCheckpoint", "SampleGridLogger"]

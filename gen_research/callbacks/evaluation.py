@@ -1,0 +1,127 @@
+"""Metrics during training: samples with the weights used for validation (EMA when on), one feature pass."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch import Callback
+
+from gen_research.metrics.base import EvalOptions
+from gen_research.metrics.evaluator import Evaluator, batched, reference_outputs, shard
+from gen_research.metrics.sources import generated_batches, image_batches, reconstructed_batches
+from gen_research.registry import CALLBACKS, FEATURES
+
+
+def _data_key(datamodule: Any) -> str:
+    """The data module's class and plain settings: part of the reference-statistics cache key."""
+    settings = {k: v for k, v in sorted(vars(datamodule).items()) if not k.startswith("_") and isinstance(v, (int, float, str, bool, tuple, type(None)))}
+    return f"{type(datamodule).__module__}.{type(datamodule).__qualname__}{settings}"
+
+
+@CALLBACKS.register("evaluation", "FID/KID/precision/recall/... during training, logged as <metric>/<extractor> (can be the checkpoint monitor)")
+class EvaluationCallback(Callback):
+    """Every ``every_n_epochs`` validation epochs (or ``every_n_steps`` optimizer steps, checked at validation
+    time: combine with ``trainer.val_check_interval``), generates ``num_samples`` images and evaluates them
+    against the data module's ``split``.
+
+    It runs inside validation (on its first batch), when an EMA callback has swapped its weights in. Under
+    DDP each process generates its share and torchmetrics gathers the states; reference outputs are cached.
+    Models without a prior (ae, dae) are evaluated on their reconstructions of the split.
+    """
+
+    def __init__(
+        self,
+        metrics: str = "fid,kid,precision,recall",
+        features: str = "pixels",
+        feature_weights: str | None = None,
+        feature_resize: int | None = None,
+        num_samples: int = 1000,
+        num_reference: int | None = None,
+        split: Literal["train", "val", "test"] = "val",
+        every_n_epochs: int = 1,
+        every_n_steps: int | None = None,
+        batch_size: int = 250,
+        seed: int = 0,
+        kid_subset_size: int = 1000,
+        kid_subsets: int = 100,
+        nearest_k: int = 5,
+        use_cache: bool = True,
+        cache_dir: str | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.features = features
+        self.feature_weights = feature_weights
+        self.feature_resize = feature_resize
+        self.num_samples = num_samples
+        self.num_reference = num_reference
+        self.split = split
+        self.every_n_epochs = every_n_epochs
+        self.every_n_steps = every_n_steps
+        self.batch_size = batch_size
+        self.seed = seed
+        self.options = EvalOptions(kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, nearest_k=nearest_k, seed=seed)
+        self.use_cache = use_cache
+        self.cache_dir = cache_dir
+        self._extractor = None
+        self._reals: dict[str, torch.Tensor] | None = None
+        self._last_step = -1
+        self.history: list[dict[str, float]] = []
+
+    def _due(self, trainer: pl.Trainer) -> bool:
+        if self.every_n_steps:
+            return trainer.global_step - max(self._last_step, 0) >= self.every_n_steps or self._last_step < 0
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if batch_idx != 0 or dataloader_idx != 0 or trainer.sanity_checking or not self._due(trainer):
+            return
+        results = self.evaluate(trainer, pl_module)
+        self._last_step = trainer.global_step
+        self.history.append({"step": trainer.global_step, **results})
+        for key, value in results.items():
+            # Every process computed the same gathered value: no further reduction.
+            pl_module.log(key, value, on_step=False, on_epoch=True, sync_dist=False)
+
+    @torch.no_grad()
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        if self._extractor is None:
+            self._extractor = FEATURES.get(self.features)(weights=self.feature_weights, resize=self.feature_resize)
+        evaluator = Evaluator(self._extractor, self.metrics, self.options, device=pl_module.device)
+        datamodule = trainer.datamodule
+        reference_set = getattr(datamodule, f"{self.split}_set")
+        num_reference = min(self.num_reference or len(reference_set), len(reference_set))
+        rank, world = trainer.global_rank, trainer.world_size
+        if evaluator.needs_reals:
+            if self._reals is None:
+                cache = None
+                if self.use_cache:
+                    from gen_research.metrics.cache import ReferenceCache
+
+                    cache = ReferenceCache(self.cache_dir)
+                key = {"dataset": _data_key(datamodule), "split": self.split, "num_images": num_reference, "preprocessing": "datamodule"}
+                self._reals = reference_outputs(evaluator, lambda: image_batches(reference_set, self.batch_size, num_reference), key, cache)
+            for chunk in batched(shard(self._reals, rank, world), 1000):
+                evaluator.add_outputs(chunk, "real")
+        share = self.num_samples // world + (1 if rank < self.num_samples % world else 0)
+        if getattr(pl_module, "has_prior", False):
+            fakes = generated_batches(pl_module, share, self.batch_size, seed=self.seed + 7919 * rank)
+        else:
+            local = torch.utils.data.Subset(reference_set, range(rank, num_reference, world))
+            fakes = (recon for recon, _ in reconstructed_batches(pl_module, image_batches(local, self.batch_size)))
+        if evaluator.needs_fakes:
+            for images in fakes:
+                evaluator.add_images(images, "fake")
+        if evaluator.needs_train:
+            train_set = datamodule.train_set
+            local_train = torch.utils.data.Subset(train_set, range(rank, len(train_set), world))
+            for images in image_batches(local_train, self.batch_size):
+                evaluator.add_images(images, "train")
+        if evaluator.needs_pairs and hasattr(pl_module, "reconstruct"):
+            local = torch.utils.data.Subset(reference_set, range(rank, num_reference, world))
+            for recon, original in reconstructed_batches(pl_module, image_batches(local, self.batch_size)):
+                evaluator.add_pairs(recon, original)
+        return evaluator.compute()

@@ -1,0 +1,217 @@
+"""``python -m gen_research evaluate``: metrics of a checkpoint's samples, or of two folders of images.
+
+    evaluate --config EXP --ckpt_path CKPT [--split val]      samples (EMA weights) vs the data module's split
+    evaluate --real DIR --fake DIR                            two folders, like torch-fidelity's command line
+
+Every number is keyed ``<metric>/<extractor>``; ``--json PATH`` writes them as one flat JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gen_research.errors import GenResearchError
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise GenResearchError(f"evaluate: {message}; see python -m gen_research evaluate --help")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="python -m gen_research evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_argument_group("what to evaluate (one of the two forms)")
+    source.add_argument("--config", help="experiment YAML whose model and data to use")
+    source.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", help="checkpoint of that experiment")
+    source.add_argument("--split", default="val", choices=("train", "val", "test"), help="reference split of the data module (default val)")
+    source.add_argument("--real", help="folder of reference images")
+    source.add_argument("--fake", help="folder of generated images")
+    source.add_argument("--train", help="folder of training images (memorization metrics in folder mode)")
+    source.add_argument("--image-size", type=int, help="resize and center-crop folder images to this size")
+    features = parser.add_argument_group("features and metrics")
+    features.add_argument("--features", default="pixels", help="feature extractor: pixels, classifier, inception, clip (python -m gen_research list features)")
+    features.add_argument("--feature-weights", help="classifier checkpoint, Inception weights file or CLIP model folder")
+    features.add_argument("--resize", type=int, help="pixels extractor: resize images to N x N before flattening")
+    features.add_argument("--metrics", default="fid,kid,precision,recall,density,coverage", help="comma-separated (python -m gen_research list metrics)")
+    features.add_argument("--num-images", type=int, help="images per set (default: every reference image; as many samples)")
+    features.add_argument("--kid-subset-size", type=int, default=1000)
+    features.add_argument("--kid-subsets", type=int, default=100)
+    features.add_argument("--nearest-k", type=int, default=5, help="k of precision/recall/density/coverage")
+    features.add_argument("--is-splits", type=int, default=10)
+    features.add_argument("--seed", type=int, default=0, help="seeds sampling and the metrics' subset draws")
+    run = parser.add_argument_group("running")
+    run.add_argument("--batch-size", type=int, default=250)
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    run.add_argument("--no-cache", action="store_true", help="recompute reference statistics instead of reading the cache")
+    run.add_argument("--cache-dir", help="reference-statistics cache (default $GEN_RESEARCH_CACHE or ~/.cache/gen_research)")
+    run.add_argument("--json", help="write the results to this JSON file (must not exist)")
+    return parser
+
+
+def evaluate_command(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    folder_mode = bool(args.real or args.fake)
+    if folder_mode == bool(args.config or args.ckpt_path) or (folder_mode and not (args.real and args.fake)) or (not folder_mode and not (args.config and args.ckpt_path)):
+        raise GenResearchError("evaluate needs either --config EXP --ckpt_path CKPT, or --real DIR --fake DIR")
+    if args.json and Path(args.json).exists():
+        raise GenResearchError(f"{args.json} already exists; pass another --json path (results are never overwritten)")
+
+    import torch
+    from tqdm import tqdm
+
+    from gen_research.metrics.base import EvalOptions
+    from gen_research.metrics.evaluator import Evaluator
+    from gen_research.registry import FEATURES, load_builtins
+
+    load_builtins()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    extractor = FEATURES.get(args.features)(weights=args.feature_weights, resize=args.resize)
+    options = EvalOptions(kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, nearest_k=args.nearest_k,
+                          is_splits=args.is_splits, seed=args.seed)
+    evaluator = Evaluator(extractor, args.metrics, options, device=device)
+    cache = None
+    if not args.no_cache:
+        from gen_research.metrics.cache import ReferenceCache
+
+        cache = ReferenceCache(args.cache_dir)
+    bar = lambda what: (lambda iterable: tqdm(iterable, desc=what, unit="batch", leave=False))  # noqa: E731
+    if folder_mode:
+        context = _evaluate_folders(args, evaluator, cache, bar)
+    else:
+        context = _evaluate_checkpoint(args, evaluator, cache, bar, device)
+    results = evaluator.compute()
+    print_results(results, context)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"Results: {args.json}")
+    return 0
+
+
+def _feed_reference(evaluator: Any, batches: Any, key_parts: dict[str, Any], cache: Any, bar: Any, role: str) -> int:
+    from gen_research.metrics.evaluator import batched, reference_outputs
+
+    outputs = reference_outputs(evaluator, batches, key_parts, cache, progress=bar(f"features of {role} images"))
+    for chunk in batched(outputs, 1000):
+        evaluator.add_outputs(chunk, role)
+    return len(next(iter(outputs.values())))
+
+
+def _evaluate_folders(args: argparse.Namespace, evaluator: Any, cache: Any, bar: Any) -> dict[str, str]:
+    from gen_research.metrics import sources
+
+    real_paths = sources.folder_images(args.real, "--real")
+    fake_paths = sources.folder_images(args.fake, "--fake")
+    grey = sources.is_grey(real_paths[0]) and sources.is_grey(fake_paths[0])
+    real_set = sources.folder_dataset(real_paths, args.image_size, grey)
+    fake_set = sources.folder_dataset(fake_paths, args.image_size, grey)
+    num_real = args.num_images or len(real_set)
+    num_fake = args.num_images or len(fake_set)
+    preprocessing = f"image_size={args.image_size},grey={grey}"
+    if evaluator.needs_reals:
+        key = {"dataset": f"folder:{Path(args.real).resolve()}", "listing": sources.folder_listing_hash(real_paths),
+               "split": "all", "num_images": num_real, "preprocessing": preprocessing}
+        _feed_reference(evaluator, lambda: sources.image_batches(real_set, args.batch_size, num_real), key, cache, bar, "real")
+    if evaluator.needs_train:
+        if not args.train:
+            raise GenResearchError("memorization metrics need the training images: pass --train DIR")
+        train_paths = sources.folder_images(args.train, "--train")
+        train_set = sources.folder_dataset(train_paths, args.image_size, grey)
+        key = {"dataset": f"folder:{Path(args.train).resolve()}", "listing": sources.folder_listing_hash(train_paths),
+               "split": "all", "num_images": len(train_set), "preprocessing": preprocessing}
+        _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train")
+    if evaluator.needs_fakes:
+        for images in bar("features of fake images")(sources.image_batches(fake_set, args.batch_size, num_fake)):
+            evaluator.add_images(images, "fake")
+    if evaluator.needs_pairs:
+        if [Path(p).name for p in real_paths] != [Path(p).name for p in fake_paths]:
+            raise GenResearchError("ssim/psnr compare images pairwise: --real and --fake must hold files with the same names")
+        for generated, original in zip(sources.image_batches(fake_set, args.batch_size, num_fake), sources.image_batches(real_set, args.batch_size, num_real)):
+            evaluator.add_pairs(generated, original)
+    return {"real": args.real, "fake": args.fake, "images": f"{num_real} real, {num_fake} fake"}
+
+
+def _evaluate_checkpoint(args: argparse.Namespace, evaluator: Any, cache: Any, bar: Any, device: str) -> dict[str, str]:
+    from gen_research.metrics import sources
+
+    model, datamodule, data_config = load_model_and_data(args.config, args.ckpt_path)
+    model = model.to(device).eval()
+    datamodule.setup("validate")
+    split_set = getattr(datamodule, f"{args.split}_set")
+    num_real = min(args.num_images or len(split_set), len(split_set))
+    num_fake = args.num_images or num_real
+    data_key = json.dumps(data_config, sort_keys=True)
+    if evaluator.needs_reals:
+        key = {"dataset": data_key, "split": args.split, "num_images": num_real, "preprocessing": "datamodule"}
+        _feed_reference(evaluator, lambda: sources.image_batches(split_set, args.batch_size, num_real), key, cache, bar, "real")
+    if evaluator.needs_train:
+        train_set = datamodule.train_set
+        key = {"dataset": data_key, "split": "train", "num_images": len(train_set), "preprocessing": "datamodule"}
+        _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train")
+    if evaluator.needs_fakes:
+        if getattr(model, "has_prior", False):
+            fakes = sources.generated_batches(model, num_fake, args.batch_size, args.seed)
+            what = f"{num_fake} samples"
+        else:  # no prior: the model's reconstructions of the split are what it generates
+            fakes = (recon for recon, _ in sources.reconstructed_batches(model, sources.image_batches(split_set, args.batch_size, num_real)))
+            what = f"reconstructions of {num_real} {args.split} images"
+        for images in bar("features of generated images")(fakes):
+            evaluator.add_images(images, "fake")
+    else:
+        what = "pairs only"
+    if evaluator.needs_pairs:
+        if not hasattr(model, "reconstruct"):
+            raise GenResearchError(f"ssim/psnr need a model that reconstructs images; {type(model).__name__} does not")
+        for recon, original in sources.reconstructed_batches(model, sources.image_batches(split_set, args.batch_size, num_real)):
+            evaluator.add_pairs(recon, original)
+    return {"checkpoint": args.ckpt_path, "reference": f"{args.split} split, {num_real} images", "generated": what}
+
+
+def load_model_and_data(config_path: str, ckpt_path: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The experiment's data module and its model with the checkpoint's weights (EMA weights when EMA was on)."""
+    from argparse import ArgumentError
+
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import LightningDataModule
+
+    from gen_research.config_files import load_experiment
+    from gen_research.parser_errors import condense_parser_error
+    from gen_research.run_folder import read_checkpoint
+
+    config = load_experiment(Path(config_path))
+    if "model" not in config or "data" not in config:
+        raise GenResearchError(f"{config_path} must define model and data")
+    checkpoint = read_checkpoint(Path(ckpt_path))
+    class_path = config["model"]["class_path"]
+    saved_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    if saved_class and saved_class != class_path:
+        raise GenResearchError(f"checkpoint {ckpt_path} was written by model {saved_class}, but {config_path} builds {class_path}")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data")
+    try:
+        datamodule = parser.instantiate_classes(parser.parse_object({"data": config["data"]})).data
+    except ArgumentError as error:
+        raise GenResearchError(condense_parser_error(str(error), lambda section: [])) from None
+    module_name, _, class_name = class_path.rpartition(".")
+    model_class = getattr(importlib.import_module(module_name), class_name)
+    try:
+        model = model_class.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=False)
+    except (RuntimeError, TypeError, KeyError) as error:
+        raise GenResearchError(f"cannot build {class_name} from {ckpt_path}: {str(error).splitlines()[0]}") from None
+    return model, datamodule, config["data"]
+
+
+def print_results(results: dict[str, float], context: dict[str, str]) -> None:
+    for key, value in context.items():
+        print(f"{key:>10}: {value}")
+    width = max((len(k) for k in results), default=10)
+    print(f"{'metric':<{width}}  value")
+    print(f"{'-' * width}  {'-' * 12}")
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value:.6g}")
+    sys.stdout.flush()

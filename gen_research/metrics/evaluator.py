@@ -1,0 +1,155 @@
+"""One feature pass for many metrics: the extractor sees every image once; every metric gets its outputs.
+
+Used by the ``evaluate`` command and by :class:`~gen_research.callbacks.evaluation.EvaluationCallback`.
+Reference (real) outputs are computed once and cached on disk, keyed by everything that changes them.
+Under DDP each process feeds its share of reals and fakes and torchmetrics gathers the states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gen_research.errors import GenResearchError
+from gen_research.metrics.base import EvalOptions, FeatureExtractor, FeatureMetric
+from gen_research.registry import METRICS
+
+DEFAULT_METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
+
+
+def parse_metric_names(text: str | Iterable[str]) -> list[str]:
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if not names:
+        raise GenResearchError("no metrics given; pass e.g. --metrics fid,kid,precision,recall")
+    for name in names:
+        METRICS.entry(name)  # unknown names fail here with "did you mean"
+    return names
+
+
+class Evaluator:
+    """Feeds extractor outputs of reals, fakes (and training images, pairs) to the requested metrics."""
+
+    def __init__(self, extractor: FeatureExtractor, metric_names: Iterable[str], options: EvalOptions | None = None,
+                 device: torch.device | str = "cpu") -> None:
+        self.extractor = extractor.to(device).eval()
+        self.options = options or EvalOptions()
+        self.device = torch.device(device)
+        self.requested = parse_metric_names(metric_names)
+        self.specs: list[FeatureMetric] = []
+        for name in self.requested:
+            spec_class = METRICS.get(name)
+            if not any(type(spec) is spec_class for spec in self.specs):  # precision+recall share one k-NN pass
+                self.specs.append(spec_class())
+        self.metrics = [spec.build(self.extractor, self.options).to(self.device) for spec in self.specs]
+
+    # What the caller must provide.
+    @property
+    def needs_reals(self) -> bool:
+        return any(spec.needs_reals and not self.is_paired(spec) for spec in self.specs)
+
+    @property
+    def needs_train(self) -> bool:
+        return any(getattr(spec, "needs_train", False) for spec in self.specs)
+
+    @property
+    def needs_fakes(self) -> bool:
+        return any(not self.is_paired(spec) for spec in self.specs)
+
+    @property
+    def needs_pairs(self) -> bool:
+        return any(self.is_paired(spec) for spec in self.specs)
+
+    @staticmethod
+    def is_paired(spec: FeatureMetric) -> bool:
+        return bool(getattr(spec, "paired", False))
+
+    # Feeding.
+    @torch.no_grad()
+    def extract(self, images: Tensor) -> dict[str, Tensor]:
+        outputs = self.extractor(images.to(self.device, torch.float32))
+        return {key: outputs[key].float() for key in self.extractor.outputs}
+
+    def add_outputs(self, outputs: dict[str, Tensor], role: str) -> None:
+        """``role``: "real" (reference set), "fake" (generated) or "train" (memorization's training set)."""
+        outputs = {k: v.to(self.device) for k, v in outputs.items()}
+        for spec, metric in zip(self.specs, self.metrics):
+            if self.is_paired(spec):
+                continue
+            if role == "train":
+                if getattr(spec, "needs_train", False):
+                    spec.update_train(metric, outputs)
+            elif role == "fake" or spec.needs_reals:
+                spec.update(metric, outputs, real=role == "real")
+
+    def add_images(self, images: Tensor, role: str) -> dict[str, Tensor]:
+        outputs = self.extract(images)
+        self.add_outputs(outputs, role)
+        return outputs
+
+    def add_pairs(self, generated: Tensor, originals: Tensor) -> None:
+        for spec, metric in zip(self.specs, self.metrics):
+            if self.is_paired(spec):
+                spec.update_pairs(metric, generated.to(self.device), originals.to(self.device))
+
+    def compute(self) -> dict[str, float]:
+        """``{"<metric>/<extractor>": value}`` for the requested metrics (and their ``_std`` companions)."""
+        results: dict[str, float] = {}
+        for spec, metric in zip(self.specs, self.metrics):
+            values = spec.compute(metric)
+            wanted = {name for name in self.requested if METRICS.get(name) is type(spec)}
+            umbrella = bool(wanted - {key.removesuffix("_std") for key in values})  # "prdc", "memorization": all values
+            for key, value in values.items():
+                if umbrella or key.removesuffix("_std") in wanted:
+                    results[f"{key}/{self.extractor.name}"] = float(value)
+        return dict(sorted(results.items()))
+
+
+def shard(outputs: dict[str, Tensor], rank: int, world_size: int) -> dict[str, Tensor]:
+    """This process's share of a set of outputs (every ``world_size``-th row starting at ``rank``)."""
+    return {k: v[rank::world_size] for k, v in outputs.items()}
+
+
+def batched(outputs: dict[str, Tensor], batch_size: int) -> Iterator[dict[str, Tensor]]:
+    total = len(next(iter(outputs.values())))
+    for start in range(0, total, batch_size):
+        yield {k: v[start : start + batch_size] for k, v in outputs.items()}
+
+
+def fingerprint(first_batch: Tensor, total: int) -> str:
+    """A short content hash of a reference set: cached statistics are never reused after the data changed."""
+    digest = hashlib.sha256(first_batch.detach().cpu().float().numpy().tobytes())
+    digest.update(str(total).encode())
+    return digest.hexdigest()[:16]
+
+
+def reference_outputs(
+    evaluator: Evaluator,
+    batches: Callable[[], Iterable[Tensor]],
+    key_parts: dict[str, Any],
+    cache: Any | None,
+    progress: Callable[[Iterable[Tensor]], Iterable[Tensor]] = lambda it: it,
+) -> dict[str, Tensor]:
+    """Extractor outputs of a reference image set, from the cache when its key matches, else computed and stored.
+
+    ``key_parts`` names the data (dataset, split, number of images, preprocessing); the extractor's own
+    ``cache_key()`` and a fingerprint of the first batch are added here.
+    """
+    iterator = iter(batches())
+    first = next(iterator, None)
+    if first is None:
+        raise GenResearchError(f"the reference set {key_parts.get('dataset', '')!r} has no images")
+    parts = {**{k: str(v) for k, v in key_parts.items()}, **evaluator.extractor.cache_key(), "fingerprint": fingerprint(first, int(key_parts.get("num_images", 0)))}
+    if cache is not None:
+        cached = cache.load(parts)
+        if cached is not None:
+            return cached
+    chunks = [evaluator.extract(first)]
+    chunks += [evaluator.extract(images) for images in progress(iterator)]
+    outputs = {k: torch.cat([c[k].cpu() for c in chunks]) for k in chunks[0]}
+    if cache is not None:
+        cache.save(parts, outputs)
+    return outputs

@@ -1,0 +1,90 @@
+"""Where evaluation images come from: image folders, a data module's split, or a model's samples.
+
+All yield batches of float images in [-1, 1]. Models are used through their public methods only
+(``sample``, ``reconstruct``), so this module imports no model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from gen_research.data.datasets import FileImageDataset
+from gen_research.data.folder import find_images
+from gen_research.errors import GenResearchError
+
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def folder_images(folder: str, what: str) -> list[str]:
+    if not Path(folder).is_dir():
+        raise GenResearchError(f"{what} folder not found: {folder}; pass an existing folder of images")
+    paths = find_images(folder)
+    if not paths:
+        raise GenResearchError(f"{what} folder {folder} holds no images (png, jpg, jpeg, bmp, webp, gif)")
+    return paths
+
+
+def is_grey(path: str) -> bool:
+    with Image.open(path) as image:
+        return image.mode in GREY_MODES
+
+
+def folder_listing_hash(paths: list[str]) -> str:
+    """Names, sizes and modification times of a folder's images: a changed folder gets a new cache key."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def folder_dataset(paths: list[str], image_size: int | None, grayscale: bool) -> Dataset:
+    return FileImageDataset(paths, torch.zeros(len(paths), dtype=torch.int64), resize=image_size, center_crop=image_size, grayscale=grayscale)
+
+
+def image_batches(dataset: Dataset, batch_size: int, num_images: int | None = None) -> Iterator[Tensor]:
+    """Images of a dataset in order (first ``num_images``), in batches; labels are dropped."""
+    if num_images is not None:
+        if num_images > len(dataset):
+            raise GenResearchError(f"--num-images {num_images} is more than the {len(dataset)} reference images available; lower it")
+        dataset = Subset(dataset, range(num_images))
+    try:
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+            yield batch[0] if isinstance(batch, (tuple, list)) else batch
+    except RuntimeError as error:
+        if "stack expects each tensor to be equal size" in str(error):
+            raise GenResearchError("images of different sizes in one set; pass --image-size N to resize and center-crop them") from None
+        raise
+
+
+def generated_batches(model: Any, num_images: int, batch_size: int, seed: int, sampler: Any | None = None) -> Iterator[Tensor]:
+    """``num_images`` samples from a model's prior, drawn with a generator seeded by ``seed``."""
+    if not getattr(model, "has_prior", False):
+        raise GenResearchError(f"{type(model).__name__} cannot generate new images (no prior); evaluate its reconstructions instead")
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    done = 0
+    with torch.no_grad():
+        while done < num_images:
+            count = min(batch_size, num_images - done)
+            images = sampler(model, count, generator=generator) if sampler is not None else model.sample(count, generator=generator)
+            yield images.float().clamp(-1, 1)
+            done += count
+
+
+def reconstructed_batches(model: Any, batches: Iterator[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
+    """(reconstruction, original) pairs for models that reconstruct (autoencoders)."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for images in batches:
+            images = images.to(device)
+            yield model.reconstruct(images).float().clamp(-1, 1), images
