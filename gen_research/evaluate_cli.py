@@ -65,15 +65,20 @@ def evaluate_command(argv: list[str]) -> int:
     from tqdm import tqdm
 
     from gen_research.metrics.base import EvalOptions
-    from gen_research.metrics.evaluator import Evaluator
+    from gen_research.metrics.evaluator import Evaluator, parse_metric_names
     from gen_research.registry import FEATURES, load_builtins
 
     load_builtins()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    extractor = FEATURES.get(args.features)(weights=args.feature_weights, resize=args.resize)
     options = EvalOptions(kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, nearest_k=args.nearest_k,
                           is_splits=args.is_splits, seed=args.seed)
-    evaluator = Evaluator(extractor, args.metrics, options, device=device)
+
+    def make_evaluator(image_shape: tuple[int, int, int]) -> Evaluator:
+        extractor = FEATURES.get(args.features)(weights=args.feature_weights, resize=args.resize, image_shape=image_shape)
+        return Evaluator(extractor, args.metrics, options, device=device)
+
+    parse_metric_names(args.metrics)  # unknown names fail before any data is read
+    FEATURES.entry(args.features)
     cache = None
     if not args.no_cache:
         from gen_research.metrics.cache import ReferenceCache
@@ -81,9 +86,9 @@ def evaluate_command(argv: list[str]) -> int:
         cache = ReferenceCache(args.cache_dir)
     bar = lambda what: (lambda iterable: tqdm(iterable, desc=what, unit="batch", leave=False))  # noqa: E731
     if folder_mode:
-        context = _evaluate_folders(args, evaluator, cache, bar)
+        evaluator, context = _evaluate_folders(args, make_evaluator, cache, bar)
     else:
-        context = _evaluate_checkpoint(args, evaluator, cache, bar, device)
+        evaluator, context = _evaluate_checkpoint(args, make_evaluator, cache, bar, device)
     results = evaluator.compute()
     print_results(results, context)
     if args.json:
@@ -102,7 +107,7 @@ def _feed_reference(evaluator: Any, batches: Any, key_parts: dict[str, Any], cac
     return len(next(iter(outputs.values())))
 
 
-def _evaluate_folders(args: argparse.Namespace, evaluator: Any, cache: Any, bar: Any) -> dict[str, str]:
+def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any, bar: Any) -> tuple[Any, dict[str, str]]:
     from gen_research.metrics import sources
 
     real_paths = sources.folder_images(args.real, "--real")
@@ -112,6 +117,7 @@ def _evaluate_folders(args: argparse.Namespace, evaluator: Any, cache: Any, bar:
     fake_set = sources.folder_dataset(fake_paths, args.image_size, grey)
     num_real = args.num_images or len(real_set)
     num_fake = args.num_images or len(fake_set)
+    evaluator = make_evaluator(tuple(real_set[0][0].shape))
     preprocessing = f"image_size={args.image_size},grey={grey}"
     if evaluator.needs_reals:
         key = {"dataset": f"folder:{Path(args.real).resolve()}", "listing": sources.folder_listing_hash(real_paths),
@@ -133,15 +139,16 @@ def _evaluate_folders(args: argparse.Namespace, evaluator: Any, cache: Any, bar:
             raise GenResearchError("ssim/psnr compare images pairwise: --real and --fake must hold files with the same names")
         for generated, original in zip(sources.image_batches(fake_set, args.batch_size, num_fake), sources.image_batches(real_set, args.batch_size, num_real)):
             evaluator.add_pairs(generated, original)
-    return {"real": args.real, "fake": args.fake, "images": f"{num_real} real, {num_fake} fake"}
+    return evaluator, {"real": args.real, "fake": args.fake, "images": f"{num_real} real, {num_fake} fake"}
 
 
-def _evaluate_checkpoint(args: argparse.Namespace, evaluator: Any, cache: Any, bar: Any, device: str) -> dict[str, str]:
+def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: Any, bar: Any, device: str) -> tuple[Any, dict[str, str]]:
     from gen_research.metrics import sources
 
     model, datamodule, data_config = load_model_and_data(args.config, args.ckpt_path)
     model = model.to(device).eval()
     datamodule.setup("validate")
+    evaluator = make_evaluator(tuple(datamodule.image_shape))
     split_set = getattr(datamodule, f"{args.split}_set")
     num_real = min(args.num_images or len(split_set), len(split_set))
     num_fake = args.num_images or num_real
@@ -169,7 +176,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, evaluator: Any, cache: Any, b
             raise GenResearchError(f"ssim/psnr need a model that reconstructs images; {type(model).__name__} does not")
         for recon, original in sources.reconstructed_batches(model, sources.image_batches(split_set, args.batch_size, num_real)):
             evaluator.add_pairs(recon, original)
-    return {"checkpoint": args.ckpt_path, "reference": f"{args.split} split, {num_real} images", "generated": what}
+    return evaluator, {"checkpoint": args.ckpt_path, "reference": f"{args.split} split, {num_real} images", "generated": what}
 
 
 def load_model_and_data(config_path: str, ckpt_path: str) -> tuple[Any, Any, dict[str, Any]]:

@@ -108,6 +108,7 @@ BUILTIN_PACKAGES = (
     "gen_research.data",
     "gen_research.models",
     "gen_research.sampling",
+    "gen_research.metrics",
     "gen_research.callbacks",
     "gen_research.loggers",
     "gen_research.presets",

@@ -89,7 +89,8 @@ class EvaluationCallback(Callback):
     @torch.no_grad()
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         if self._extractor is None:
-            self._extractor = FEATURES.get(self.features)(weights=self.feature_weights, resize=self.feature_resize)
+            shape = tuple(trainer.datamodule.image_shape)
+            self._extractor = FEATURES.get(self.features)(weights=self.feature_weights, resize=self.feature_resize, image_shape=shape)
         evaluator = Evaluator(self._extractor, self.metrics, self.options, device=pl_module.device)
         datamodule = trainer.datamodule
         reference_set = getattr(datamodule, f"{self.split}_set")
