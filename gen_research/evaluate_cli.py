@@ -73,12 +73,16 @@ def evaluate_command(argv: list[str]) -> int:
     options = EvalOptions(kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, nearest_k=args.nearest_k,
                           is_splits=args.is_splits, seed=args.seed)
 
-    def make_evaluator(image_shape: tuple[int, int, int]) -> Evaluator:
+    def make_evaluator(image_shape: tuple[int, int, int], num_classes: int | None = None) -> Evaluator:
+        options.num_classes = num_classes
         extractor = FEATURES.get(args.features)(weights=args.feature_weights, resize=args.resize, image_shape=image_shape)
         return Evaluator(extractor, args.metrics, options, device=device)
 
-    parse_metric_names(args.metrics)  # unknown names fail before any data is read
+    from gen_research.registry import METRICS
+
+    names = parse_metric_names(args.metrics)  # unknown names fail before any data is read
     FEATURES.entry(args.features)
+    args.with_labels = any(getattr(METRICS.get(name), "needs_labels", False) for name in names)
     cache = None
     if not args.no_cache:
         from gen_research.metrics.cache import ReferenceCache
@@ -113,16 +117,25 @@ def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any,
     real_paths = sources.folder_images(args.real, "--real")
     fake_paths = sources.folder_images(args.fake, "--fake")
     grey = sources.is_grey(real_paths[0]) and sources.is_grey(fake_paths[0])
-    real_set = sources.folder_dataset(real_paths, args.image_size, grey)
-    fake_set = sources.folder_dataset(fake_paths, args.image_size, grey)
+    real_labels = fake_labels = class_names = None
+    if args.with_labels:  # class subfolders: real/<class>/..., fake/<class>/...
+        real_classes, fake_classes = sources.folder_classes(args.real, real_paths), sources.folder_classes(args.fake, fake_paths)
+        class_names = sorted(set(real_classes))
+        unknown = sorted(set(fake_classes) - set(class_names))
+        if unknown:
+            raise GenResearchError(f"--fake has class folders {unknown[:3]} that --real lacks; use the same class folder names")
+        real_labels = [class_names.index(c) for c in real_classes]
+        fake_labels = [class_names.index(c) for c in fake_classes]
+    real_set = sources.folder_dataset(real_paths, args.image_size, grey, real_labels)
+    fake_set = sources.folder_dataset(fake_paths, args.image_size, grey, fake_labels)
     num_real = args.num_images or len(real_set)
     num_fake = args.num_images or len(fake_set)
-    evaluator = make_evaluator(tuple(real_set[0][0].shape))
+    evaluator = make_evaluator(tuple(real_set[0][0].shape), len(class_names) if class_names else None)
     preprocessing = f"image_size={args.image_size},grey={grey}"
     if evaluator.needs_reals:
         key = {"dataset": f"folder:{Path(args.real).resolve()}", "listing": sources.folder_listing_hash(real_paths),
                "split": "all", "num_images": num_real, "preprocessing": preprocessing}
-        _feed_reference(evaluator, lambda: sources.image_batches(real_set, args.batch_size, num_real), key, cache, bar, "real")
+        _feed_reference(evaluator, lambda: sources.image_batches(real_set, args.batch_size, num_real, args.with_labels), key, cache, bar, "real")
     if evaluator.needs_train:
         if not args.train:
             raise GenResearchError("memorization metrics need the training images: pass --train DIR")
@@ -132,8 +145,9 @@ def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any,
                "split": "all", "num_images": len(train_set), "preprocessing": preprocessing}
         _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train")
     if evaluator.needs_fakes:
-        for images in bar("features of fake images")(sources.image_batches(fake_set, args.batch_size, num_fake)):
-            evaluator.add_images(images, "fake")
+        for batch in bar("features of fake images")(sources.image_batches(fake_set, args.batch_size, num_fake, args.with_labels)):
+            images, labels = batch if args.with_labels else (batch, None)
+            evaluator.add_images(images, "fake", labels)
     if evaluator.needs_pairs:
         if [Path(p).name for p in real_paths] != [Path(p).name for p in fake_paths]:
             raise GenResearchError("ssim/psnr compare images pairwise: --real and --fake must hold files with the same names")
@@ -147,28 +161,31 @@ def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: A
 
     model, datamodule, data_config = load_model_and_data(args.config, args.ckpt_path)
     model = model.to(device).eval()
+    if args.with_labels and not sources.samples_by_class(model):  # before any feature is computed
+        raise GenResearchError(f"class-conditional metrics need a model that samples given classes; {type(model).__name__} does not")
     datamodule.setup("validate")
-    evaluator = make_evaluator(tuple(datamodule.image_shape))
+    evaluator = make_evaluator(tuple(datamodule.image_shape), datamodule.num_classes)
     split_set = getattr(datamodule, f"{args.split}_set")
     num_real = min(args.num_images or len(split_set), len(split_set))
     num_fake = args.num_images or num_real
     data_key = json.dumps(data_config, sort_keys=True)
     if evaluator.needs_reals:
         key = {"dataset": data_key, "split": args.split, "num_images": num_real, "preprocessing": "datamodule"}
-        _feed_reference(evaluator, lambda: sources.image_batches(split_set, args.batch_size, num_real), key, cache, bar, "real")
+        _feed_reference(evaluator, lambda: sources.image_batches(split_set, args.batch_size, num_real, args.with_labels), key, cache, bar, "real")
     if evaluator.needs_train:
         train_set = datamodule.train_set
         key = {"dataset": data_key, "split": "train", "num_images": len(train_set), "preprocessing": "datamodule"}
         _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train")
     if evaluator.needs_fakes:
         if getattr(model, "has_prior", False):
-            fakes = sources.generated_batches(model, num_fake, args.batch_size, args.seed)
-            what = f"{num_fake} samples"
+            fakes = sources.generated_batches(model, num_fake, args.batch_size, args.seed, with_labels=args.with_labels)
+            what = f"{num_fake} samples" + (" (classes in turn)" if args.with_labels else "")
         else:  # no prior: the model's reconstructions of the split are what it generates
             fakes = (recon for recon, _ in sources.reconstructed_batches(model, sources.image_batches(split_set, args.batch_size, num_real)))
             what = f"reconstructions of {num_real} {args.split} images"
-        for images in bar("features of generated images")(fakes):
-            evaluator.add_images(images, "fake")
+        for batch in bar("features of generated images")(fakes):
+            images, labels = batch if args.with_labels else (batch, None)
+            evaluator.add_images(images, "fake", labels)
     else:
         what = "pairs only"
     if evaluator.needs_pairs:

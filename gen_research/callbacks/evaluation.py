@@ -91,8 +91,10 @@ class EvaluationCallback(Callback):
         if self._extractor is None:
             shape = tuple(trainer.datamodule.image_shape)
             self._extractor = FEATURES.get(self.features)(weights=self.feature_weights, resize=self.feature_resize, image_shape=shape)
-        evaluator = Evaluator(self._extractor, self.metrics, self.options, device=pl_module.device)
         datamodule = trainer.datamodule
+        self.options.num_classes = getattr(datamodule, "num_classes", None)
+        evaluator = Evaluator(self._extractor, self.metrics, self.options, device=pl_module.device)
+        with_labels = evaluator.needs_labels
         reference_set = getattr(datamodule, f"{self.split}_set")
         num_reference = min(self.num_reference or len(reference_set), len(reference_set))
         rank, world = trainer.global_rank, trainer.world_size
@@ -104,18 +106,19 @@ class EvaluationCallback(Callback):
 
                     cache = ReferenceCache(self.cache_dir)
                 key = {"dataset": _data_key(datamodule), "split": self.split, "num_images": num_reference, "preprocessing": "datamodule"}
-                self._reals = reference_outputs(evaluator, lambda: image_batches(reference_set, self.batch_size, num_reference), key, cache)
+                self._reals = reference_outputs(evaluator, lambda: image_batches(reference_set, self.batch_size, num_reference, with_labels), key, cache)
             for chunk in batched(shard(self._reals, rank, world), 1000):
                 evaluator.add_outputs(chunk, "real")
         share = self.num_samples // world + (1 if rank < self.num_samples % world else 0)
         if getattr(pl_module, "has_prior", False):
-            fakes = generated_batches(pl_module, share, self.batch_size, seed=self.seed + 7919 * rank)
+            fakes = generated_batches(pl_module, share, self.batch_size, seed=self.seed + 7919 * rank, with_labels=with_labels)
         else:
             local = torch.utils.data.Subset(reference_set, range(rank, num_reference, world))
             fakes = (recon for recon, _ in reconstructed_batches(pl_module, image_batches(local, self.batch_size)))
         if evaluator.needs_fakes:
-            for images in fakes:
-                evaluator.add_images(images, "fake")
+            for batch in fakes:
+                images, labels = batch if with_labels else (batch, None)
+                evaluator.add_images(images, "fake", labels)
         if evaluator.needs_train:
             train_set = datamodule.train_set
             local_train = torch.utils.data.Subset(train_set, range(rank, len(train_set), world))

@@ -52,6 +52,7 @@ class EvalOptions:
     nearest_k: int = 5
     is_splits: int = 10
     seed: int = 0
+    num_classes: int | None = None  # class-conditional metrics (accuracy, intra_fid); from the data when known
 
 
 class FeatureMetric:

@@ -60,6 +60,10 @@ class Evaluator:
         return any(not self.is_paired(spec) for spec in self.specs)
 
     @property
+    def needs_labels(self) -> bool:
+        return any(getattr(spec, "needs_labels", False) for spec in self.specs)
+
+    @property
     def needs_pairs(self) -> bool:
         return any(self.is_paired(spec) for spec in self.specs)
 
@@ -85,8 +89,11 @@ class Evaluator:
             elif role == "fake" or spec.needs_reals:
                 spec.update(metric, outputs, real=role == "real")
 
-    def add_images(self, images: Tensor, role: str) -> dict[str, Tensor]:
+    def add_images(self, images: Tensor, role: str, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """Extract once and feed every metric; ``labels`` (class of each image) for class-conditional metrics."""
         outputs = self.extract(images)
+        if labels is not None:
+            outputs["labels"] = labels.to(self.device)
         self.add_outputs(outputs, role)
         return outputs
 
@@ -135,6 +142,7 @@ def reference_outputs(
 ) -> dict[str, Tensor]:
     """Extractor outputs of a reference image set, from the cache when its key matches, else computed and stored.
 
+    ``batches`` yields images, or (images, labels) when class-conditional metrics need the labels.
     ``key_parts`` names the data (dataset, split, number of images, preprocessing); the extractor's own
     ``cache_key()`` and a fingerprint of the first batch are added here.
     """
@@ -142,13 +150,20 @@ def reference_outputs(
     first = next(iterator, None)
     if first is None:
         raise GenResearchError(f"the reference set {key_parts.get('dataset', '')!r} has no images")
-    parts = {**{k: str(v) for k, v in key_parts.items()}, **evaluator.extractor.cache_key(), "fingerprint": fingerprint(first, int(key_parts.get("num_images", 0)))}
+    first_images = first[0] if isinstance(first, (tuple, list)) else first
+    parts = {**{k: str(v) for k, v in key_parts.items()}, **evaluator.extractor.cache_key(),
+             "fingerprint": fingerprint(first_images, int(key_parts.get("num_images", 0))), "labels": str(isinstance(first, (tuple, list)))}
     if cache is not None:
         cached = cache.load(parts)
         if cached is not None:
             return cached
-    chunks = [evaluator.extract(first)]
-    chunks += [evaluator.extract(images) for images in progress(iterator)]
+
+    def extract(batch: Tensor | tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        if isinstance(batch, (tuple, list)):  # (images, labels): keep the labels beside the features
+            return {**evaluator.extract(batch[0]), "labels": batch[1].long()}
+        return evaluator.extract(batch)
+
+    chunks = [extract(first)] + [extract(batch) for batch in progress(iterator)]
     outputs = {k: torch.cat([c[k].cpu() for c in chunks]) for k in chunks[0]}
     if cache is not None:
         cache.save(parts, outputs)

@@ -7,6 +7,7 @@ All yield batches of float images in [-1, 1]. Models are used through their publ
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,37 +48,71 @@ def folder_listing_hash(paths: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def folder_dataset(paths: list[str], image_size: int | None, grayscale: bool) -> Dataset:
-    return FileImageDataset(paths, torch.zeros(len(paths), dtype=torch.int64), resize=image_size, center_crop=image_size, grayscale=grayscale)
+def folder_classes(root: str, paths: list[str]) -> list[str]:
+    """Class of each image: its first subfolder under ``root`` (``real/3/img.png`` -> "3"); error if some have none."""
+    classes = []
+    for path in paths:
+        parts = Path(path).relative_to(root).parts
+        if len(parts) < 2:
+            raise GenResearchError(f"class-conditional metrics need one subfolder per class under {root}; {path} is not in one")
+        classes.append(parts[0])
+    return classes
 
 
-def image_batches(dataset: Dataset, batch_size: int, num_images: int | None = None) -> Iterator[Tensor]:
-    """Images of a dataset in order (first ``num_images``), in batches; labels are dropped."""
+def folder_dataset(paths: list[str], image_size: int | None, grayscale: bool, labels: list[int] | None = None) -> Dataset:
+    label_tensor = torch.tensor(labels, dtype=torch.int64) if labels is not None else torch.zeros(len(paths), dtype=torch.int64)
+    return FileImageDataset(paths, label_tensor, resize=image_size, center_crop=image_size, grayscale=grayscale)
+
+
+def image_batches(dataset: Dataset, batch_size: int, num_images: int | None = None, with_labels: bool = False) -> Iterator[Any]:
+    """Images of a dataset in order (first ``num_images``), in batches; (images, labels) with ``with_labels``."""
     if num_images is not None:
         if num_images > len(dataset):
             raise GenResearchError(f"--num-images {num_images} is more than the {len(dataset)} reference images available; lower it")
         dataset = Subset(dataset, range(num_images))
     try:
         for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
-            yield batch[0] if isinstance(batch, (tuple, list)) else batch
+            if with_labels:
+                yield batch[0], batch[1]
+            else:
+                yield batch[0] if isinstance(batch, (tuple, list)) else batch
     except RuntimeError as error:
         if "stack expects each tensor to be equal size" in str(error):
             raise GenResearchError("images of different sizes in one set; pass --image-size N to resize and center-crop them") from None
         raise
 
 
-def generated_batches(model: Any, num_images: int, batch_size: int, seed: int, sampler: Any | None = None) -> Iterator[Tensor]:
-    """``num_images`` samples from a model's prior, drawn with a generator seeded by ``seed``."""
+def samples_by_class(model: Any) -> bool:
+    """Whether ``model.sample`` takes the classes to draw (``labels=``): a class-conditional model."""
+    try:
+        return bool(getattr(model, "num_classes", None)) and "labels" in inspect.signature(model.sample).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def generated_batches(model: Any, num_images: int, batch_size: int, seed: int, sampler: Any | None = None,
+                      with_labels: bool = False) -> Iterator[Any]:
+    """``num_images`` samples from a model's prior, drawn with a generator seeded by ``seed``.
+
+    With ``with_labels`` the model must be class-conditional; classes are drawn in turn (0, 1, ..., C-1, 0, ...)
+    so every class gets the same share, and batches are (images, labels).
+    """
     if not getattr(model, "has_prior", False):
         raise GenResearchError(f"{type(model).__name__} cannot generate new images (no prior); evaluate its reconstructions instead")
+    if with_labels and not samples_by_class(model):
+        raise GenResearchError(f"class-conditional metrics need a model that samples given classes; {type(model).__name__} does not")
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     done = 0
     with torch.no_grad():
         while done < num_images:
             count = min(batch_size, num_images - done)
-            images = sampler(model, count, generator=generator) if sampler is not None else model.sample(count, generator=generator)
-            yield images.float().clamp(-1, 1)
+            if with_labels:
+                labels = torch.arange(done, done + count, device=device) % int(model.num_classes)
+                yield model.sample(count, generator=generator, labels=labels).float().clamp(-1, 1), labels
+            else:
+                images = sampler(model, count, generator=generator) if sampler is not None else model.sample(count, generator=generator)
+                yield images.float().clamp(-1, 1)
             done += count
 
 

@@ -112,3 +112,55 @@ def test_evaluation_callback_logs_and_drives_checkpointing(workdir):
     assert len(rows) == 2 and all(float(r["fid/pixels"]) > 0 and 0 <= float(r["precision/pixels"]) <= 1 for r in rows)
     best = min(rows, key=lambda r: float(r["fid/pixels"]))
     assert len(list((run_dir / "checkpoints").glob(f"best-epoch{int(best['epoch']):03d}-*.ckpt"))) == 1
+
+
+@pytest.fixture(scope="module")
+def class_folders(tmp_path_factory):
+    """real/<digit>/ and fake/<digit>/ (28x28 mnist5k test images; fake = other images of the same digit,
+    except in `swapped/`, where digits 3 and 5 trade places: samples of the wrong class)."""
+    from gen_research.data.embedded import MNIST5k
+
+    root = tmp_path_factory.mktemp("class_folders")
+    data = MNIST5k()
+    data.setup()
+    images = [data.test_set[i] for i in range(len(data.test_set))]
+    for name in ("real", "fake", "swapped"):
+        for digit in range(10):
+            (root / name / str(digit)).mkdir(parents=True)
+    seen = {}
+    for image, label in images:
+        label = int(label)
+        index = seen.get(label, 0)
+        seen[label] = index + 1
+        array = ((image[0].numpy() + 1) * 127.5).round().astype(np.uint8)
+        target = "real" if index % 2 == 0 else "fake"
+        Image.fromarray(array, mode="L").save(root / target / str(label) / f"{index:04d}.png")
+        if target == "fake":
+            swapped = {3: 5, 5: 3}.get(label, label)
+            Image.fromarray(array, mode="L").save(root / "swapped" / str(swapped) / f"{index:04d}.png")
+    return root
+
+
+def test_class_conditional_metrics_from_class_folders(class_folders, workdir):
+    weights = str(TEST_CONFIGS.parent.parent / "assets" / "classifier-mnist5k.ckpt")
+    args = ["--real", str(class_folders / "real"), "--features", "classifier", "--feature-weights", weights, "--metrics", "accuracy,intra_fid"]
+    good = evaluate(workdir, *args, "--fake", str(class_folders / "fake"))
+    swapped = evaluate(workdir, *args, "--fake", str(class_folders / "swapped"))
+    assert set(good) == {"accuracy/classifier-mnist5k", "intra_fid/classifier-mnist5k"}
+    assert good["accuracy/classifier-mnist5k"] > 0.95  # held-out real digits in their own class folders
+    assert swapped["accuracy/classifier-mnist5k"] < good["accuracy/classifier-mnist5k"] - 0.1
+    assert swapped["intra_fid/classifier-mnist5k"] > good["intra_fid/classifier-mnist5k"]
+    per_class = evaluate(workdir, *args, "--fake", str(class_folders / "fake"), "--metrics", "per_class_fid")
+    assert len([k for k in per_class if k.startswith("fid_class_")]) == 10
+
+
+def test_class_metrics_need_labels(digit_folders, workdir, capsys):
+    real = str(digit_folders / "real")
+    weights = str(TEST_CONFIGS.parent.parent / "assets" / "classifier-mnist5k.ckpt")
+    assert run_in_process("evaluate", "--real", real, "--fake", real, "--metrics", "intra_fid") == 2
+    assert "one subfolder per class" in capsys.readouterr().err
+    config = str(TEST_CONFIGS / "tiny_vae.yaml")
+    assert run_in_process("fit", "--config", config, "--trainer.enable_progress_bar=false", "--trainer.logger=false", "--trainer.max_epochs=1") == 0
+    ckpt = str(next((workdir / "runs" / "tiny_vae").glob("*/checkpoints/last.ckpt")))
+    assert run_in_process("evaluate", "--config", config, "--ckpt_path", ckpt, "--metrics", "intra_fid") == 2
+    assert capsys.readouterr().err.strip().endswith("class-conditional metrics need a model that samples given classes; VAE does not")

@@ -1,9 +1,10 @@
 """Metric specs (registered in METRICS): importing this package registers them all.
 
 distribution: fid, kid, is, mifid (torchmetrics); fidelity_diversity: precision, recall, density, coverage,
-prdc; memorization: memorization; paired: ssim, psnr.
+prdc; memorization: memorization; paired: ssim, psnr; conditional: accuracy, intra_fid, per_class_fid.
 """
 
-from gen_research.metrics.specs import distribution, fidelity_diversity, memorization, paired  # noqa: F401
+from gen_research.metrics.specs import conditional, distribution, fidelity_diversity, memorization, paired  # noqa: F401
+from gen_research.metrics.specs import perceptual  # noqa: F401  (lpips, ppl)
 
-__all__ = ["distribution", "fidelity_diversity", "memorization", "paired"]
+__all__ = ["conditional", "distribution", "fidelity_diversity", "memorization", "paired"]
