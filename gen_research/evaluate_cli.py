@@ -83,6 +83,7 @@ def evaluate_command(argv: list[str]) -> int:
     names = parse_metric_names(args.metrics)  # unknown names fail before any data is read
     FEATURES.entry(args.features)
     args.with_labels = any(getattr(METRICS.get(name), "needs_labels", False) for name in names)
+    args.needs_generator = any(getattr(METRICS.get(name), "needs_generator", False) for name in names)
     cache = None
     if not args.no_cache:
         from gen_research.metrics.cache import ReferenceCache
@@ -114,6 +115,8 @@ def _feed_reference(evaluator: Any, batches: Any, key_parts: dict[str, Any], cac
 def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any, bar: Any) -> tuple[Any, dict[str, str]]:
     from gen_research.metrics import sources
 
+    if args.needs_generator:
+        raise GenResearchError("ppl measures a generator: evaluate a checkpoint (--config EXP --ckpt_path CKPT), not folders")
     real_paths = sources.folder_images(args.real, "--real")
     fake_paths = sources.folder_images(args.fake, "--fake")
     grey = sources.is_grey(real_paths[0]) and sources.is_grey(fake_paths[0])
@@ -188,6 +191,8 @@ def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: A
             evaluator.add_images(images, "fake", labels)
     else:
         what = "pairs only"
+    if evaluator.needs_generator:
+        evaluator.add_generator(model, args.seed)
     if evaluator.needs_pairs:
         if not hasattr(model, "reconstruct"):
             raise GenResearchError(f"ssim/psnr need a model that reconstructs images; {type(model).__name__} does not")

@@ -124,6 +124,8 @@ class EvaluationCallback(Callback):
             local_train = torch.utils.data.Subset(train_set, range(rank, len(train_set), world))
             for images in image_batches(local_train, self.batch_size):
                 evaluator.add_images(images, "train")
+        if evaluator.needs_generator:
+            evaluator.add_generator(pl_module, self.seed)
         if evaluator.needs_pairs and hasattr(pl_module, "reconstruct"):
             local = torch.utils.data.Subset(reference_set, range(rank, num_reference, world))
             for recon, original in reconstructed_batches(pl_module, image_batches(local, self.batch_size)):

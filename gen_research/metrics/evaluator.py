@@ -49,7 +49,7 @@ class Evaluator:
     # What the caller must provide.
     @property
     def needs_reals(self) -> bool:
-        return any(spec.needs_reals and not self.is_paired(spec) for spec in self.specs)
+        return any(spec.needs_reals and self.is_feature_based(spec) for spec in self.specs)
 
     @property
     def needs_train(self) -> bool:
@@ -57,7 +57,11 @@ class Evaluator:
 
     @property
     def needs_fakes(self) -> bool:
-        return any(not self.is_paired(spec) for spec in self.specs)
+        return any(self.is_feature_based(spec) for spec in self.specs)
+
+    @property
+    def needs_generator(self) -> bool:
+        return any(getattr(spec, "needs_generator", False) for spec in self.specs)
 
     @property
     def needs_labels(self) -> bool:
@@ -71,6 +75,11 @@ class Evaluator:
     def is_paired(spec: FeatureMetric) -> bool:
         return bool(getattr(spec, "paired", False))
 
+    @classmethod
+    def is_feature_based(cls, spec: FeatureMetric) -> bool:
+        """Fed extractor outputs (not image pairs, not a generator model)."""
+        return not cls.is_paired(spec) and not getattr(spec, "needs_generator", False)
+
     # Feeding.
     @torch.no_grad()
     def extract(self, images: Tensor) -> dict[str, Tensor]:
@@ -81,7 +90,7 @@ class Evaluator:
         """``role``: "real" (reference set), "fake" (generated) or "train" (memorization's training set)."""
         outputs = {k: v.to(self.device) for k, v in outputs.items()}
         for spec, metric in zip(self.specs, self.metrics):
-            if self.is_paired(spec):
+            if not self.is_feature_based(spec):
                 continue
             if role == "train":
                 if getattr(spec, "needs_train", False):
@@ -102,6 +111,12 @@ class Evaluator:
             if self.is_paired(spec):
                 spec.update_pairs(metric, generated.to(self.device), originals.to(self.device))
 
+    def add_generator(self, model: Any, seed: int) -> None:
+        """Metrics of a generator itself (``ppl``): they sample its latent space with their own seeded generator."""
+        for spec, metric in zip(self.specs, self.metrics):
+            if getattr(spec, "needs_generator", False):
+                spec.update_generator(metric, model, torch.Generator().manual_seed(seed))
+
     def compute(self) -> dict[str, float]:
         """``{"<metric>/<extractor>": value}`` for the requested metrics (and their ``_std`` companions)."""
         results: dict[str, float] = {}
@@ -109,9 +124,11 @@ class Evaluator:
             values = spec.compute(metric)
             wanted = {name for name in self.requested if METRICS.get(name) is type(spec)}
             umbrella = bool(wanted - {key.removesuffix("_std") for key in values})  # "prdc", "memorization": all values
+            # A metric with a network of its own (lpips, ppl) names that network instead of the extractor.
+            source = spec.feature_name(self.extractor) if hasattr(spec, "feature_name") else self.extractor.name
             for key, value in values.items():
                 if umbrella or key.removesuffix("_std") in wanted:
-                    results[f"{key}/{self.extractor.name}"] = float(value)
+                    results[f"{key}/{source}"] = float(value)
         return dict(sorted(results.items()))
 
 

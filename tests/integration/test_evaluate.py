@@ -164,3 +164,26 @@ def test_class_metrics_need_labels(digit_folders, workdir, capsys):
     ckpt = str(next((workdir / "runs" / "tiny_vae").glob("*/checkpoints/last.ckpt")))
     assert run_in_process("evaluate", "--config", config, "--ckpt_path", ckpt, "--metrics", "intra_fid") == 2
     assert capsys.readouterr().err.strip().endswith("class-conditional metrics need a model that samples given classes; VAE does not")
+
+
+def test_ppl_of_a_checkpoint_and_not_of_folders(digit_folders, workdir, capsys, monkeypatch, tmp_path):
+    import torch
+    import torchvision
+
+    from gen_research.metrics.specs import perceptual
+
+    # LPIPS needs ImageNet AlexNet weights from a local file; a random AlexNet under the official name stands in.
+    backbone = tmp_path / "alexnet-owt-7be5be79.pth"
+    torch.save(torchvision.models.alexnet().state_dict(), backbone)
+    monkeypatch.setenv("GEN_RESEARCH_LPIPS_BACKBONE", str(backbone))
+    monkeypatch.setenv("GEN_RESEARCH_PPL_SAMPLES", "40")
+    monkeypatch.setattr(perceptual, "VERIFY_BACKBONE_HASH", False)
+    config = str(TEST_CONFIGS / "tiny_vae.yaml")
+    assert run_in_process("fit", "--config", config, "--trainer.enable_progress_bar=false", "--trainer.logger=false", "--trainer.max_epochs=1") == 0
+    ckpt = str(next((workdir / "runs" / "tiny_vae").glob("*/checkpoints/last.ckpt")))
+    first = evaluate(workdir, "--config", config, "--ckpt_path", ckpt, "--metrics", "ppl,fid", "--num-images", "100")
+    assert set(first) == {"ppl/lpips-alex", "ppl_std/lpips-alex", "fid/pixels"} and first["ppl/lpips-alex"] > 0  # named after LPIPS
+    assert evaluate(workdir, "--config", config, "--ckpt_path", ckpt, "--metrics", "ppl,fid", "--num-images", "100") == first
+    real = str(digit_folders / "real")
+    assert run_in_process("evaluate", "--real", real, "--fake", real, "--metrics", "ppl") == 2
+    assert "ppl measures a generator" in capsys.readouterr().err

@@ -30,7 +30,10 @@ from gen_research.metrics.base import EvalOptions, FeatureExtractor, as_rgb
 from gen_research.metrics.specs._common import Spec, to_float
 from gen_research.registry import METRICS
 
-BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth", "squeeze": "squeezenet1_1-b8a52dc0.pth"}
+# torchvision's file names; the part after the last "-" is the sha256 prefix of the file.
+BACKBONE_FILES = {
+    "alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth", "squeeze": "squeezenet1_1-b8a52dc0.pth",
+}
 DOWNLOAD_URL = "https://download.pytorch.org/models/{}"
 VERIFY_BACKBONE_HASH = True  # tests switch this off to load a random checkpoint saved under the official name
 MIN_SIZE = 64  # smaller images are upsampled to 64x64: AlexNet needs >= 32 px, and 64 is torch-fidelity's PPL size
@@ -40,7 +43,7 @@ PPL_SAMPLES = 1000
 def lpips_net_name() -> str:
     net = os.environ.get("GEN_RESEARCH_LPIPS_NET", "alex").strip() or "alex"
     if net not in BACKBONE_FILES:
-        raise GenResearchError(f"GEN_RESEARCH_LPIPS_NET={net!r} is not an LPIPS backbone; use one of alex, vgg, squeeze")
+        raise GenResearchError(f"GEN_RESEARCH_LPIPS_NET={net!r} is not an LPIPS backbone; use alex, vgg or squeeze")
     return net
 
 
@@ -132,6 +135,10 @@ class LPIPS(Spec):
     """Mean LPIPS (Zhang et al. 2018) of image pairs, [-1, 1] images; backbone from GEN_RESEARCH_LPIPS_NET."""
 
     name = "lpips"
+
+    def feature_name(self, extractor: FeatureExtractor) -> str:
+        """Keys name the LPIPS backbone (``lpips/alex``), not the evaluation extractor, which LPIPS does not use."""
+        return lpips_net_name()
     paired: ClassVar[bool] = True
     needs_reals: ClassVar[bool] = False
 
@@ -199,7 +206,8 @@ class LocalPPL(PerceptualPathLength):
 
     def compute(self) -> tuple[Tensor, Tensor]:
         if self.values is None:
-            raise GenResearchError("ppl was never given a model: the evaluator must call update_generator(metric, model, generator)")
+            raise GenResearchError("ppl was never given a model: the evaluator must call "
+                                   "update_generator(metric, model, generator)")
         return self.values
 
     def reset(self) -> None:
@@ -223,6 +231,10 @@ class PPL(Spec):
         self.sim_net = sim_net
         self.num_samples = num_samples
 
+    def feature_name(self, extractor: FeatureExtractor) -> str:
+        """Keys name the similarity network (``ppl/lpips-alex``), not the evaluation extractor."""
+        return f"lpips-{lpips_net_name()}" if self.sim_net is None else type(self.sim_net).__name__.lower()
+
     def build(self, extractor: FeatureExtractor, options: EvalOptions) -> Metric:
         samples = self.num_samples or int(os.environ.get("GEN_RESEARCH_PPL_SAMPLES", PPL_SAMPLES))
         # resize=64 as in torchmetrics' own PPL-with-LPIPS.
@@ -240,8 +252,8 @@ class PPL(Spec):
             raise GenResearchError(f"ppl needs a latent-variable model with latent_dim and decode(z); "
                                    f"{type(model).__name__} has not both: drop ppl from --metrics for this model")
         if getattr(model, "has_prior", True) is False:
-            raise GenResearchError(f"ppl samples z ~ N(0, I), but {type(model).__name__} has no prior over its latents; "
-                                   "drop ppl from --metrics for this model")
+            raise GenResearchError(f"ppl samples z ~ N(0, I), but {type(model).__name__} has no prior over its "
+                                   "latents; drop ppl from --metrics for this model")
         rng = generator if generator is not None else torch.Generator().manual_seed(getattr(metric, "seed", 0))
         was_training = model.training if isinstance(model, nn.Module) else False
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
