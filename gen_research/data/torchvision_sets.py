@@ -87,6 +87,28 @@ class _InMemoryTorchvision(_TorchvisionData):
 
     tv_class: Callable[..., Any]
 
+    # Spelled out (not **kwargs) so LightningCLI shows and checks every argument of the subclasses.
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = True,
+        batch_size: int = 64,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        resize: int | None = None,
+        center_crop: int | None = None,
+        random_flip: bool = False,
+        holdout_class: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__(
+            root=root, download=download, batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed,
+            resize=resize, center_crop=center_crop, random_flip=random_flip, holdout_class=holdout_class,
+            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
+        )  # fmt: skip
+
     def _make(self, root: str, download: bool, **kwargs: Any) -> Dataset:
         return self.tv_class(root, download=download, **kwargs)
 
@@ -116,27 +138,6 @@ class MNISTData(_InMemoryTorchvision):
     data_name, raw_shape, classes = "mnist", (1, 28, 28), 10
     layout, tv_class = "torchvision layout: <root>/MNIST/raw/*-ubyte", tvd.MNIST
 
-    def __init__(
-        self,
-        root: str = "data",
-        download: bool = True,
-        batch_size: int = 64,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        resize: int | None = None,
-        center_crop: int | None = None,
-        random_flip: bool = False,
-        holdout_class: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-    ) -> None:
-        super().__init__(
-            root=root, download=download, batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed,
-            resize=resize, center_crop=center_crop, random_flip=random_flip, holdout_class=holdout_class,
-            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
-        )  # fmt: skip
-
 
 @DATA.register("fashion_mnist", "Fashion-MNIST via torchvision (1x28x28, 10 classes; official test split)")
 class FashionMNISTData(_InMemoryTorchvision):
@@ -150,27 +151,6 @@ class FashionMNISTData(_InMemoryTorchvision):
     data_name, raw_shape, classes = "fashion_mnist", (1, 28, 28), 10
     layout, tv_class = "torchvision layout: <root>/FashionMNIST/raw/*-ubyte", tvd.FashionMNIST
 
-    def __init__(
-        self,
-        root: str = "data",
-        download: bool = True,
-        batch_size: int = 64,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        resize: int | None = None,
-        center_crop: int | None = None,
-        random_flip: bool = False,
-        holdout_class: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-    ) -> None:
-        super().__init__(
-            root=root, download=download, batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed,
-            resize=resize, center_crop=center_crop, random_flip=random_flip, holdout_class=holdout_class,
-            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
-        )  # fmt: skip
-
 
 @DATA.register("cifar10", "CIFAR-10 via torchvision (3x32x32, 10 classes; official test split)")
 class CIFAR10Data(_InMemoryTorchvision):
@@ -183,27 +163,6 @@ class CIFAR10Data(_InMemoryTorchvision):
 
     data_name, raw_shape, classes = "cifar10", (3, 32, 32), 10
     layout, tv_class = "torchvision layout: <root>/cifar-10-batches-py/", tvd.CIFAR10
-
-    def __init__(
-        self,
-        root: str = "data",
-        download: bool = True,
-        batch_size: int = 64,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        resize: int | None = None,
-        center_crop: int | None = None,
-        random_flip: bool = False,
-        holdout_class: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-    ) -> None:
-        super().__init__(
-            root=root, download=download, batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed,
-            resize=resize, center_crop=center_crop, random_flip=random_flip, holdout_class=holdout_class,
-            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
-        )  # fmt: skip
 
 
 @DATA.register("celeba", "CelebA aligned faces via torchvision (3x64x64 by default, no labels; official splits)")
