@@ -1,6 +1,6 @@
 """DDP on CPU, the anomaly-detection test command, and `list`."""
 
-import json
+import csv
 
 import pytest
 import torch
@@ -12,10 +12,12 @@ TINY = str(TEST_CONFIGS / "tiny_vae.yaml")
 
 
 def test_ddp_on_two_cpu_processes_trains_into_one_run_folder(tmp_path):
+    evaluation = ('--trainer.callbacks+={"class_path": "evaluation", "init_args": {"metrics": "fid,precision,recall", '
+                  '"num_samples": 101, "batch_size": 40, "cache_dir": "cache"}}')
     result = run_subprocess(
         "fit", "--config", TINY, "--trainer.strategy=ddp", "--trainer.accelerator=cpu", "--trainer.devices=2",
-        "--trainer.enable_progress_bar=false", "--trainer.logger=false", "--trainer.limit_train_batches=3",
-        cwd=tmp_path, env={"WANDB_MODE": "disabled"},
+        "--trainer.enable_progress_bar=false", "--trainer.logger=[{class_path: csv}]", "--trainer.limit_train_batches=3",
+        evaluation, cwd=tmp_path, env={"WANDB_MODE": "disabled"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path, "tiny_vae")  # both ranks agreed on one folder
@@ -23,6 +25,9 @@ def test_ddp_on_two_cpu_processes_trains_into_one_run_folder(tmp_path):
     assert checkpoint["global_step"] == 6  # 2 epochs x 3 batches per rank, gradients averaged across ranks
     assert "gloo" in result.stderr + result.stdout or "distributed_backend=gloo" in result.stderr + result.stdout
     assert len(list((run_dir / "samples").glob("*.png"))) == 6  # grids from rank 0 only, one set per epoch
+    # The evaluation callback ran on both ranks (51 + 50 samples, gathered) and logged once per epoch.
+    rows = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if r.get("fid/pixels")]
+    assert len(rows) == 2 and all(float(r["fid/pixels"]) > 0 and 0 <= float(r["recall/pixels"]) <= 1 for r in rows)
 
 
 def test_anomaly_detection_auroc_for_the_held_out_class(workdir, capsys):

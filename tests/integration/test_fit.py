@@ -21,6 +21,9 @@ def test_fit_writes_a_complete_run_folder_and_offline_wandb_run(tmp_path):
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["model"]["class_path"] == "gen_research.models.autoencoder.vae.VAE"
     assert "image_shape" not in config["model"]["init_args"]  # derived from the data at instantiation, not configured
+    # The loggers' config is the resolved config (W&B and CSV get the same log_hyperparams call; CSV's is readable).
+    logged = yaml.safe_load((run_dir / "hparams.yaml").read_text())
+    assert logged == {k: v for k, v in config.items() if k != "config"}
     assert config["trainer"]["default_root_dir"] == str(run_dir.relative_to(tmp_path))
     # Checkpoints: last and best by val/loss.
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
