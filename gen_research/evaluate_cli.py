@@ -33,10 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--fake", help="folder of generated images")
     source.add_argument("--train", help="folder of training images (memorization metrics in folder mode)")
     source.add_argument("--image-size", type=int, help="resize and center-crop folder images to this size")
+    source.add_argument("--captions", help="clip_score: JSON file mapping each --fake image's file name to its caption")
     features = parser.add_argument_group("features and metrics")
     features.add_argument("--features", default="pixels", help="feature extractor: pixels, classifier, inception, clip (python -m gen_research list features)")
     features.add_argument("--feature-weights", help="classifier checkpoint, Inception weights file or CLIP model folder")
     features.add_argument("--resize", type=int, help="pixels extractor: resize images to N x N before flattening")
+    features.add_argument("--clip-model", help="clip_score: local CLIP folder (model and tokenizer)")
     features.add_argument("--metrics", default="fid,kid,precision,recall,density,coverage", help="comma-separated (python -m gen_research list metrics)")
     features.add_argument("--num-images", type=int, help="images per set (default: every reference image; as many samples)")
     features.add_argument("--kid-subset-size", type=int, default=1000)
@@ -71,7 +73,7 @@ def evaluate_command(argv: list[str]) -> int:
     load_builtins()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     options = EvalOptions(kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, nearest_k=args.nearest_k,
-                          is_splits=args.is_splits, seed=args.seed)
+                          is_splits=args.is_splits, seed=args.seed, clip_model=args.clip_model)
 
     def make_evaluator(image_shape: tuple[int, int, int], num_classes: int | None = None) -> Evaluator:
         options.num_classes = num_classes
@@ -147,16 +149,41 @@ def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any,
         key = {"dataset": f"folder:{Path(args.train).resolve()}", "listing": sources.folder_listing_hash(train_paths),
                "split": "all", "num_images": len(train_set), "preprocessing": preprocessing}
         _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train")
+    if evaluator.needs_raw_reals:
+        for images, labels in sources.image_batches(real_set, args.batch_size, num_real, with_labels=True):
+            evaluator.add_raw_images(images, "real", labels if args.with_labels else None)
+    captions = _captions(args, fake_paths[:num_fake]) if evaluator.needs_texts else None
     if evaluator.needs_fakes:
-        for batch in bar("features of fake images")(sources.image_batches(fake_set, args.batch_size, num_fake, args.with_labels)):
+        start = 0
+        for batch in bar("fake images")(sources.image_batches(fake_set, args.batch_size, num_fake, args.with_labels)):
             images, labels = batch if args.with_labels else (batch, None)
-            evaluator.add_images(images, "fake", labels)
+            texts = captions[start : start + len(images)] if captions else None
+            evaluator.add_images(images, "fake", labels, texts)
+            start += len(images)
     if evaluator.needs_pairs:
         if [Path(p).name for p in real_paths] != [Path(p).name for p in fake_paths]:
             raise GenResearchError("ssim/psnr compare images pairwise: --real and --fake must hold files with the same names")
         for generated, original in zip(sources.image_batches(fake_set, args.batch_size, num_fake), sources.image_batches(real_set, args.batch_size, num_real)):
             evaluator.add_pairs(generated, original)
     return evaluator, {"real": args.real, "fake": args.fake, "images": f"{num_real} real, {num_fake} fake"}
+
+
+def _captions(args: argparse.Namespace, fake_paths: list[str]) -> list[str]:
+    """One caption per generated image, from the --captions JSON (keys: file names relative to --fake)."""
+    if not args.captions:
+        raise GenResearchError("clip_score needs one caption per generated image: pass --captions FILE (JSON: file name -> caption)")
+    try:
+        table = json.loads(Path(args.captions).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise GenResearchError(f"cannot read --captions {args.captions}: {error}; it must be a JSON object of file name -> caption") from None
+    captions = []
+    for path in fake_paths:
+        relative = str(Path(path).relative_to(args.fake))
+        caption = table.get(relative, table.get(Path(path).name))
+        if not isinstance(caption, str):
+            raise GenResearchError(f"--captions has no caption for {relative}; give every --fake image one")
+        captions.append(caption)
+    return captions
 
 
 def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: Any, bar: Any, device: str) -> tuple[Any, dict[str, str]]:
@@ -179,6 +206,11 @@ def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: A
         train_set = datamodule.train_set
         key = {"dataset": data_key, "split": "train", "num_images": len(train_set), "preprocessing": "datamodule"}
         _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train")
+    if evaluator.needs_texts:
+        raise GenResearchError("clip_score needs captions: evaluate folders with --captions (no text-conditioned family exists yet)")
+    if evaluator.needs_raw_reals:
+        for images, labels in sources.image_batches(split_set, args.batch_size, num_real, with_labels=True):
+            evaluator.add_raw_images(images, "real", labels if args.with_labels else None)
     if evaluator.needs_fakes:
         if getattr(model, "has_prior", False):
             fakes = sources.generated_batches(model, num_fake, args.batch_size, args.seed, with_labels=args.with_labels)

@@ -115,6 +115,10 @@ class EvaluationCallback(Callback):
         else:
             local = torch.utils.data.Subset(reference_set, range(rank, num_reference, world))
             fakes = (recon for recon, _ in reconstructed_batches(pl_module, image_batches(local, self.batch_size)))
+        if evaluator.needs_raw_reals:  # cas tests on the real images themselves
+            local = torch.utils.data.Subset(reference_set, range(rank, num_reference, world))
+            for images, labels in image_batches(local, self.batch_size, with_labels=True):
+                evaluator.add_raw_images(images, "real", labels if with_labels else None)
         if evaluator.needs_fakes:
             for batch in fakes:
                 images, labels = batch if with_labels else (batch, None)

@@ -53,6 +53,7 @@ class EvalOptions:
     is_splits: int = 10
     seed: int = 0
     num_classes: int | None = None  # class-conditional metrics (accuracy, intra_fid); from the data when known
+    clip_model: str | None = None  # local CLIP folder for clip_score
 
 
 class FeatureMetric:

@@ -57,7 +57,8 @@ class Evaluator:
 
     @property
     def needs_fakes(self) -> bool:
-        return any(self.is_feature_based(spec) for spec in self.specs)
+        """Generated images are needed: by feature metrics or by metrics on raw images (cas, clip_score)."""
+        return any(self.is_feature_based(spec) or getattr(spec, "needs_images", False) for spec in self.specs)
 
     @property
     def needs_generator(self) -> bool:
@@ -77,8 +78,20 @@ class Evaluator:
 
     @classmethod
     def is_feature_based(cls, spec: FeatureMetric) -> bool:
-        """Fed extractor outputs (not image pairs, not a generator model)."""
-        return not cls.is_paired(spec) and not getattr(spec, "needs_generator", False)
+        """Fed extractor outputs (not image pairs, raw images or a generator model)."""
+        return not (cls.is_paired(spec) or getattr(spec, "needs_generator", False) or getattr(spec, "needs_images", False))
+
+    def _image_specs(self) -> list[tuple[FeatureMetric, Any]]:
+        return [(spec, metric) for spec, metric in zip(self.specs, self.metrics) if getattr(spec, "needs_images", False)]
+
+    @property
+    def needs_texts(self) -> bool:
+        return any(getattr(spec, "needs_texts", False) for spec, _ in self._image_specs())
+
+    @property
+    def needs_raw_reals(self) -> bool:
+        """Metrics that need the real images themselves (CAS tests a classifier on them), not their features."""
+        return any(spec.needs_reals for spec, _ in self._image_specs())
 
     # Feeding.
     @torch.no_grad()
@@ -98,13 +111,22 @@ class Evaluator:
             elif role == "fake" or spec.needs_reals:
                 spec.update(metric, outputs, real=role == "real")
 
-    def add_images(self, images: Tensor, role: str, labels: Tensor | None = None) -> dict[str, Tensor]:
-        """Extract once and feed every metric; ``labels`` (class of each image) for class-conditional metrics."""
-        outputs = self.extract(images)
-        if labels is not None:
-            outputs["labels"] = labels.to(self.device)
-        self.add_outputs(outputs, role)
-        return outputs
+    def add_images(self, images: Tensor, role: str, labels: Tensor | None = None, texts: list[str] | None = None) -> None:
+        """Extract once and feed every metric; ``labels`` (class of each image) for class-conditional metrics,
+        ``texts`` (a caption per image) for text-image metrics."""
+        if any(self.is_feature_based(spec) for spec in self.specs):
+            outputs = self.extract(images)
+            if labels is not None:
+                outputs["labels"] = labels.to(self.device)
+            self.add_outputs(outputs, role)
+        if role in ("real", "fake"):
+            self.add_raw_images(images, role, labels, texts)
+
+    def add_raw_images(self, images: Tensor, role: str, labels: Tensor | None = None, texts: list[str] | None = None) -> None:
+        """Feed only the metrics that use images themselves (cas, clip_score), not extractor features."""
+        for spec, metric in self._image_specs():
+            if role == "fake" or spec.needs_reals:
+                spec.update_images(metric, images.to(self.device), None if labels is None else labels.to(self.device), texts, real=role == "real")
 
     def add_pairs(self, generated: Tensor, originals: Tensor) -> None:
         for spec, metric in zip(self.specs, self.metrics):

@@ -187,3 +187,32 @@ def test_ppl_of_a_checkpoint_and_not_of_folders(digit_folders, workdir, capsys, 
     real = str(digit_folders / "real")
     assert run_in_process("evaluate", "--real", real, "--fake", real, "--metrics", "ppl") == 2
     assert "ppl measures a generator" in capsys.readouterr().err
+
+
+def test_cas_trains_on_fakes_and_tests_on_reals(class_folders, workdir):
+    args = ["--real", str(class_folders / "real"), "--metrics", "cas"]
+    good = evaluate(workdir, *args, "--fake", str(class_folders / "fake"))
+    swapped = evaluate(workdir, *args, "--fake", str(class_folders / "swapped"))
+    assert set(good) == {"cas/small-convnet"}  # named after its own classifier, not the evaluation extractor
+    assert good["cas/small-convnet"] > 0.8 and swapped["cas/small-convnet"] < good["cas/small-convnet"] - 0.05
+
+
+def test_clip_score_of_captioned_folders(digit_folders, workdir, tmp_path):
+    from ..metrics.specs.test_clip_score import save_tokenizer, tiny_clip
+
+    folder = tmp_path / "tiny-clip"
+    tiny_clip().save_pretrained(folder)
+    save_tokenizer(folder)
+    fake = digit_folders / "other"
+    captions = tmp_path / "captions.json"
+    captions.write_text(json.dumps({p.name: f"a photo of digit {i % 10}" for i, p in enumerate(sorted(fake.glob("*.png")))}))
+    args = ["--real", str(digit_folders / "real"), "--fake", str(fake), "--metrics", "clip_score", "--clip-model", str(folder)]
+    result = evaluate(workdir, *args, "--captions", str(captions))
+    assert set(result) == {"clip_score/clip-tiny-clip"} and 0 <= result["clip_score/clip-tiny-clip"] <= 100
+    assert evaluate(workdir, *args, "--captions", str(captions)) == result
+
+
+def test_clip_score_needs_captions(digit_folders, workdir, capsys):
+    real = str(digit_folders / "real")
+    assert run_in_process("evaluate", "--real", real, "--fake", real, "--metrics", "clip_score", "--clip-model", "nowhere") == 2
+    assert "clip" in capsys.readouterr().err.lower()

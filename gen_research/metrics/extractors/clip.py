@@ -103,6 +103,7 @@ class CLIPFeatures(FrozenExtractor):
         if weights is None:
             raise GenResearchError(f"the clip extractor needs weights=<folder with a saved CLIPModel>; {HOW_TO_GET}")
         folder = Path(weights).expanduser()
+        self.folder = folder  # clip_score reuses this model when no other CLIP folder is given
         if not (folder / "config.json").is_file():
             raise GenResearchError(f"no CLIP model folder at {folder} (config.json missing); {HOW_TO_GET}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported: never reach the Hub

@@ -6,5 +6,7 @@ prdc; memorization: memorization; paired: ssim, psnr; conditional: accuracy, int
 
 from gen_research.metrics.specs import conditional, distribution, fidelity_diversity, memorization, paired  # noqa: F401
 from gen_research.metrics.specs import perceptual  # noqa: F401  (lpips, ppl)
+from gen_research.metrics.specs import clip_score  # noqa: F401  (clip_score)
+from gen_research.metrics.specs import cas  # noqa: F401  (cas: train on generated, test on real)
 
 __all__ = ["conditional", "distribution", "fidelity_diversity", "memorization", "paired"]
