@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import torch
 
@@ -32,8 +31,26 @@ def _mnist5k_arrays() -> tuple[torch.Tensor, torch.Tensor]:
 class _EmbeddedData(ImageDataModule):
     """In-memory data without an official test split: train/val/test all come from one seeded split."""
 
-    def __init__(self, test_fraction: float = 0.1, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    # Spelled out (not **kwargs) so LightningCLI shows and checks every argument of the subclasses.
+    def __init__(
+        self,
+        test_fraction: float = 0.1,
+        batch_size: int = 64,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        resize: int | None = None,
+        center_crop: int | None = None,
+        random_flip: bool = False,
+        holdout_class: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed, resize=resize,
+            center_crop=center_crop, random_flip=random_flip, holdout_class=holdout_class,
+            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
+        )  # fmt: skip
         self._check_fraction("test_fraction", test_fraction)
         self.test_fraction = test_fraction
 
@@ -61,26 +78,6 @@ class MNIST5k(_EmbeddedData):
 
     data_name = "mnist5k"
 
-    def __init__(
-        self,
-        test_fraction: float = 0.1,
-        batch_size: int = 64,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        resize: int | None = None,
-        center_crop: int | None = None,
-        random_flip: bool = False,
-        holdout_class: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-    ) -> None:
-        super().__init__(
-            test_fraction=test_fraction, batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed,
-            resize=resize, center_crop=center_crop, random_flip=random_flip, holdout_class=holdout_class,
-            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
-        )  # fmt: skip
-
     def _raw_shape(self) -> tuple[int, int, int]:
         return (1, 28, 28)
 
@@ -97,26 +94,6 @@ class Digits(_EmbeddedData):
     """
 
     data_name = "digits"
-
-    def __init__(
-        self,
-        test_fraction: float = 0.1,
-        batch_size: int = 64,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        resize: int | None = None,
-        center_crop: int | None = None,
-        random_flip: bool = False,
-        holdout_class: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-    ) -> None:
-        super().__init__(
-            test_fraction=test_fraction, batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed,
-            resize=resize, center_crop=center_crop, random_flip=random_flip, holdout_class=holdout_class,
-            num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
-        )  # fmt: skip
 
     def _raw_shape(self) -> tuple[int, int, int]:
         return (1, 8, 8)
