@@ -16,14 +16,15 @@ from typing import Any
 from gen_research.errors import GenResearchError
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "list")
-USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,list} ...
+COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "sample", "list")
+USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sample,list} ...
 
   fit       train:      --config experiments/quickstart.yaml [--model.init_args.beta=4] [--ckpt_path last]
   validate  validate a checkpoint: --config EXP --ckpt_path CKPT
   test      test a checkpoint:     --config EXP --ckpt_path CKPT
   predict   run predict_step:      --config EXP --ckpt_path CKPT
   evaluate  metrics (FID, KID, precision/recall, ...): --config EXP --ckpt_path CKPT | --real DIR --fake DIR
+  sample    images from a checkpoint:  --config EXP --ckpt_path CKPT [--num-images N --seed S --out DIR]
   list      registered names:      list [models|datamodules|samplers|features|metrics|callbacks|loggers|presets]
 
   python -m gen_research fit --help   shows every option of a subcommand."""
@@ -38,11 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "list":
             return list_command(argv[1:])
-        if command == "evaluate":
-            from gen_research.evaluate_cli import evaluate_command
-
+        if command in ("evaluate", "sample"):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            return evaluate_command(argv[1:])
+            if command == "evaluate":
+                from gen_research.evaluate_cli import evaluate_command
+
+                return evaluate_command(argv[1:])
+            from gen_research.sample_cli import sample_command
+
+            return sample_command(argv[1:])
         if command in LIGHTNING_SUBCOMMANDS:
             return run_lightning(argv)
         close = difflib.get_close_matches(command, COMMANDS, n=1)
