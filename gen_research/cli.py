@@ -16,8 +16,8 @@ from typing import Any
 from gen_research.errors import GenResearchError
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "sample", "list")
-USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sample,list} ...
+COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "sample", "submit", "list")
+USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sample,submit,list} ...
 
   fit       train:      --config experiments/quickstart.yaml [--model.init_args.beta=4] [--ckpt_path last]
   validate  validate a checkpoint: --config EXP --ckpt_path CKPT
@@ -25,6 +25,7 @@ USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sam
   predict   run predict_step:      --config EXP --ckpt_path CKPT
   evaluate  metrics (FID, KID, precision/recall, ...): --config EXP --ckpt_path CKPT | --real DIR --fake DIR
   sample    images from a checkpoint:  --config EXP --ckpt_path CKPT [--num-images N --seed S --out DIR]
+  submit    a fit as a SLURM job:      --config EXP [--nodes N --gpus-per-node G --time HH:MM:SS ...] [--dry-run]
   list      registered names:      list [models|datamodules|samplers|features|metrics|callbacks|loggers|presets]
 
   python -m gen_research fit --help   shows every option of a subcommand."""
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "list":
             return list_command(argv[1:])
+        if command == "submit":
+            from gen_research.launch.slurm import submit_command
+
+            return submit_command(argv[1:])
         if command in ("evaluate", "sample"):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             if command == "evaluate":

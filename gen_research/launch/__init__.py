@@ -1,0 +1,1 @@
+"""Launching at scale: SLURM submission (and, later, sweeps)."""

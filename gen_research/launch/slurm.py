@@ -1,0 +1,115 @@
+"""``python -m gen_research submit``: write an sbatch script for a fit and submit it to SLURM.
+
+    submit --config EXP [--nodes N --gpus-per-node G --cpus-per-task C --partition P --time HH:MM:SS
+           --account A --mem M] [--dry-run] [fit overrides such as --model.init_args.beta=4]
+
+One task per device (``srun`` starts them; Lightning's SLURMEnvironment reads the ranks). Before the time
+limit SLURM sends USR1 (``--signal=USR1@90``): Lightning saves an HPC checkpoint into the run folder and
+requeues the job (``--requeue``); the requeued job has the same job id, so it finds the same run folder
+(``runs/<name>/slurm-<jobid>``), restores the checkpoint there and continues the same W&B run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gen_research.errors import GenResearchError
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise GenResearchError(f"submit: {message}; see python -m gen_research submit --help")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="python -m gen_research submit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", action="append", required=True, help="experiment YAML (may repeat, like fit)")
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--gpus-per-node", type=int, default=0, help="0: a CPU partition (then --tasks-per-node processes per node)")
+    parser.add_argument("--tasks-per-node", type=int, help="processes per node on CPU partitions (default 1); GPUs: one per GPU")
+    parser.add_argument("--cpus-per-task", type=int, default=4)
+    parser.add_argument("--partition")
+    parser.add_argument("--time", default="24:00:00", help="HH:MM:SS or D-HH:MM:SS")
+    parser.add_argument("--account")
+    parser.add_argument("--mem", help="memory per node, e.g. 64G")
+    parser.add_argument("--name", help="experiment name (default: the last --config file's name)")
+    parser.add_argument("--runs_root", default="runs")
+    parser.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
+    return parser
+
+
+def _check_time(value: str) -> None:
+    if not re.fullmatch(r"(\d+-)?\d{1,2}:\d{2}:\d{2}", value):
+        raise GenResearchError(f"--time {value!r} is not HH:MM:SS or D-HH:MM:SS")
+
+
+def render_script(args: argparse.Namespace, overrides: list[str], name: str, workdir: Path, python: str) -> str:
+    """The sbatch script: resources, preemption handling, and srun of the fit with matching trainer settings."""
+    gpus = args.gpus_per_node
+    tasks = gpus if gpus > 0 else (args.tasks_per_node or 1)
+    log = Path(args.runs_root) / name / "slurm-%j.log"
+    directives = [f"--job-name={name}", f"--nodes={args.nodes}", f"--ntasks-per-node={tasks}", f"--cpus-per-task={args.cpus_per_task}",
+                  f"--time={args.time}", "--signal=USR1@90", "--requeue", "--open-mode=append", f"--output={log}"]
+    if gpus > 0:
+        directives.append(f"--gpus-per-node={gpus}")
+    for option, value in (("partition", args.partition), ("account", args.account), ("mem", args.mem)):
+        if value:
+            directives.append(f"--{option}={value}")
+    fit = [python, "-m", "gen_research", "fit", *[item for config in args.config for item in ("--config", config)],
+           f"--name={name}", f"--runs_root={args.runs_root}", f"--trainer.num_nodes={args.nodes}", f"--trainer.devices={tasks}",
+           f"--trainer.accelerator={'gpu' if gpus > 0 else 'cpu'}", "--trainer.strategy=ddp" if args.nodes * tasks > 1 else "--trainer.strategy=auto",
+           *overrides]
+    lines = ["#!/bin/bash", f"# Written by `python -m gen_research submit` on {time.strftime('%Y-%m-%d %H:%M:%S')}."]
+    lines += [f"#SBATCH {d}" for d in directives]
+    lines += [
+        "",
+        "# W&B: offline without an API key (wandb sync later); the run id lives in the run folder, so a requeued job continues it.",
+        'export WANDB_MODE="${WANDB_MODE:-}"',
+        "export PYTHONUNBUFFERED=1",
+        f"cd {shlex.quote(str(workdir))}",
+        'echo "job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0} on $(hostname)"',
+        "srun " + " ".join(shlex.quote(part) for part in fit),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def submit_command(argv: list[str]) -> int:
+    args, overrides = build_parser().parse_known_args(argv)
+    unknown = [o for o in overrides if o.startswith("--") and "." not in o.split("=")[0] and o.split("=")[0] not in ("--seed_everything", "--ckpt_path")]
+    if unknown:
+        raise GenResearchError(f"submit: unknown option {unknown[0]}; fit overrides look like --model.init_args.beta=4")
+    _check_time(args.time)
+    for config in args.config:
+        if not Path(config).is_file():
+            raise GenResearchError(f"config file not found: {config}; check the path given to --config")
+    if args.nodes < 1 or args.gpus_per_node < 0:
+        raise GenResearchError("--nodes must be >= 1 and --gpus-per-node >= 0")
+    name = args.name or Path(args.config[-1]).stem
+    script = render_script(args, overrides, name, Path.cwd(), sys.executable)
+    if args.dry_run:
+        print(script)
+        return 0
+    if shutil.which("sbatch") is None:
+        raise GenResearchError("sbatch not found: run submit on a SLURM login node, or pass --dry-run to see the script")
+    folder = Path(args.runs_root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"submit-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    suffix = 1
+    while path.exists():  # never overwrite an earlier script
+        path = folder / f"submit-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}.sbatch"
+        suffix += 1
+    path.write_text(script)
+    result = subprocess.run(["sbatch", str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise GenResearchError(f"sbatch refused {path}: {(result.stderr or result.stdout).strip().splitlines()[-1]}")
+    job = re.search(r"(\d+)", result.stdout)
+    print(f"Submitted job {job.group(1) if job else '?'}: script {path}, log {folder}/slurm-{job.group(1) if job else '%j'}.log, run folder {folder}/slurm-{job.group(1) if job else '<jobid>'}")
+    return 0
