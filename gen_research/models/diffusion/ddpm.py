@@ -1,0 +1,247 @@
+"""DDPM (Ho et al. 2020): a diffusers UNet2DModel trained to denoise, sampled with any diffusers scheduler."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, ClassVar, Literal
+
+import lightning.pytorch as L
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from gen_research.errors import GenResearchError
+from gen_research.models.autoencoder.base import lr_lambda
+from gen_research.registry import MODELS
+from gen_research.sampling import diffusion as diffusion_sampling
+
+BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2", "scaled_linear": "scaled_linear"}
+
+
+def min_snr_weights(snr: torch.Tensor, prediction_type: str, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023) for a loss on the given prediction target."""
+    clipped = torch.clamp(snr, max=gamma)
+    if prediction_type == "epsilon":
+        return clipped / snr
+    if prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped  # "sample": x0-MSE already carries weight 1 = snr * (eps-MSE weight 1/snr)
+
+
+def unet_block_types(num_levels: int, attention_levels: list[int]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(down_block_types, up_block_types); level i (0 = full resolution) has attention if i in attention_levels."""
+    down = tuple("AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(num_levels))
+    up = tuple("AttnUpBlock2D" if i in attention_levels else "UpBlock2D" for i in reversed(range(num_levels)))
+    return down, up
+
+
+@MODELS.register("ddpm", "denoising diffusion (diffusers UNet; eps/x0/v targets, min-SNR, CFG; ddim/dpm-solver++/euler/... samplers)")
+class DDPM(L.LightningModule):
+    """Denoising diffusion probabilistic model on a diffusers UNet2DModel."""
+
+    has_prior: ClassVar[bool] = True  # sample() draws new images (used by sample_grid and metrics)
+    is_diffusion: ClassVar[bool] = True  # what the diffusion samplers check for
+    eval_seed: ClassVar[int] = 0
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        num_classes: int | None = None,
+        block_out_channels: list[int] = (32, 64, 64),
+        layers_per_block: int = 1,
+        attention_levels: list[int] = (),
+        dropout: float = 0.0,
+        num_train_timesteps: int = 1000,
+        noise_schedule: Literal["linear", "cosine", "scaled_linear"] = "linear",
+        prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon",
+        loss_weighting: Literal["mse", "min_snr"] = "mse",
+        snr_gamma: float = 5.0,
+        class_conditional: bool = False,
+        p_uncond: float = 0.1,
+        sampler: str = "ddim",
+        sampling_steps: int = 50,
+        eta: float = 0.0,
+        guidance_scale: float = 1.0,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.hparams.block_out_channels = list(block_out_channels)
+        self.hparams.attention_levels = list(attention_levels)
+        c, h, w = image_shape
+        self.image_shape = (c, h, w)
+        levels = len(block_out_channels)
+        factor = 2 ** (levels - 1)
+        if h % factor or w % factor:
+            raise GenResearchError(
+                f"ddpm: image side {h}x{w} is not divisible by 2**(len(block_out_channels)-1) = {factor}; "
+                "set data resize/center_crop to a multiple of it or use fewer block_out_channels"
+            )
+        if bad := [i for i in attention_levels if not 0 <= i < levels]:
+            raise GenResearchError(f"ddpm: attention_levels {bad} out of range; use indices 0..{levels - 1}")
+        if class_conditional and not num_classes:
+            raise GenResearchError("ddpm: class_conditional needs num_classes (a labelled data module) or set class_conditional: false")
+        if not 0.0 <= p_uncond <= 1.0:
+            raise GenResearchError(f"ddpm: p_uncond must be in [0, 1], got {p_uncond}")
+        diffusion_sampling.check_scheduler_name(sampler)
+        down, up = unet_block_types(levels, list(attention_levels))
+        self.null_label = num_classes if class_conditional else None  # last embedding row = "no label"
+        self.unet = UNet2DModel(
+            sample_size=(h, w),
+            in_channels=c,
+            out_channels=c,
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            down_block_types=down,
+            up_block_types=up,
+            dropout=dropout,
+            norm_num_groups=min(32, math.gcd(*block_out_channels)),
+            attention_head_dim=min(8, min(block_out_channels)),
+            num_class_embeds=num_classes + 1 if class_conditional else None,
+        )
+        self.noise_scheduler = DDPMScheduler(
+            num_train_timesteps=num_train_timesteps,
+            beta_schedule=BETA_SCHEDULES[noise_schedule],
+            prediction_type=prediction_type,
+            clip_sample=True,
+            timestep_spacing="trailing",  # few-step samplers start at t = T-1 (Lin et al. 2024)
+        )
+        self._eval_gen: torch.Generator | None = None
+
+    # ---- model ------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The UNet's prediction (epsilon, x0 or v per ``prediction_type``) for noisy images at timesteps t."""
+        return self.unet(x, t, class_labels=labels if self.null_label is not None else None).sample
+
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) at integer timesteps t."""
+        alpha_bar = self.noise_scheduler.alphas_cumprod.to(t.device)[t].float()
+        return alpha_bar / (1 - alpha_bar)
+
+    def compute_losses(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Denoising loss on a batch; randomness (t, noise, label dropout) drawn from ``generator``."""
+        hp = self.hparams
+        b = len(x)
+        gen = {"generator": generator} if generator is not None else {}
+        t = torch.randint(0, hp.num_train_timesteps, (b,), device=x.device, **gen)
+        noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, **gen)
+        x_t = self.noise_scheduler.add_noise(x, noise, t)
+        if hp.prediction_type == "epsilon":
+            target = noise
+        elif hp.prediction_type == "sample":
+            target = x
+        else:
+            target = self.noise_scheduler.get_velocity(x, noise, t)
+        cond = None
+        if self.null_label is not None:
+            if labels is None:
+                raise GenResearchError("ddpm: class_conditional needs labels in every batch")
+            cond = labels.to(x.device)
+            if generator is None and hp.p_uncond > 0:  # label dropout in training only
+                drop = torch.rand(b, device=x.device) < hp.p_uncond
+                cond = torch.where(drop, torch.full_like(cond, self.null_label), cond)
+        per_image = (self(x_t, t, cond).float() - target.float()).pow(2).flatten(1).mean(1)
+        mse = per_image.mean()
+        if hp.loss_weighting == "min_snr":
+            loss = (min_snr_weights(self.snr(t), hp.prediction_type, hp.snr_gamma) * per_image).mean()
+        else:
+            loss = mse
+        return {"loss": loss, "mse": mse}
+
+    # ---- sampling ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        eta: float | None = None,
+    ) -> torch.Tensor:
+        """``num_samples`` images in [-1, 1]; None arguments take the model's hparams (sampler, sampling_steps, ...).
+
+        A class-conditional model draws ``labels`` (cycling 0..C-1 when None); guidance_scale != 1 uses
+        classifier-free guidance (0 = unconditional).
+        """
+        hp = self.hparams
+        sampler = hp.sampler if sampler is None else sampler
+        steps = hp.sampling_steps if steps is None else steps
+        scale = hp.guidance_scale if guidance_scale is None else guidance_scale
+        eta = hp.eta if eta is None else eta
+        scheduler = diffusion_sampling.make_scheduler(sampler, self.noise_scheduler.config)
+        if self.null_label is None:
+            if labels is not None:
+                raise GenResearchError("ddpm: labels given to an unconditional model; train with class_conditional: true")
+            denoise = lambda x, t: self(x, t)  # noqa: E731
+        else:
+            if labels is None:
+                labels = torch.arange(num_samples) % hp.num_classes
+            labels = torch.as_tensor(labels, dtype=torch.long, device=self.device)
+            if len(labels) != num_samples:
+                raise GenResearchError(f"ddpm: got {len(labels)} labels for {num_samples} samples")
+            denoise = partial(
+                diffusion_sampling.classifier_free_guidance, self, labels=labels, null_label=self.null_label, scale=scale
+            )
+        shape = (num_samples, *self.image_shape)
+        dtype = next(self.parameters()).dtype
+        return diffusion_sampling.sample(
+            lambda x, t: denoise(x.to(dtype), t), scheduler, shape, steps, generator, self.device, eta=eta
+        )
+
+    # ---- Lightning hooks --------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, labels = batch
+        losses = self.compute_losses(x, labels)  # global RNG: part of the checkpointed training stream
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(x))
+        self.log("train/mse", losses["mse"], batch_size=len(x))
+        return losses["loss"]
+
+    def eval_generator(self) -> torch.Generator:
+        """The validation/test generator, created on first use; re-seeded at each epoch start."""
+        if self._eval_gen is None or self._eval_gen.device != self.device:
+            self._eval_gen = torch.Generator(device=self.device)
+            self._eval_gen.manual_seed(self.eval_seed)
+        return self._eval_gen
+
+    def on_validation_epoch_start(self) -> None:
+        # Fixed seed: the same t and noise every epoch, and no draw from the global (training) RNG.
+        self.eval_generator().manual_seed(self.eval_seed)
+
+    def on_test_epoch_start(self) -> None:
+        self.eval_generator().manual_seed(self.eval_seed)
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        x, labels = batch
+        metrics = self.compute_losses(x, labels, generator=self.eval_generator())
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val", on_epoch=True,
+                      sync_dist=True, batch_size=len(x))
+        return metrics
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        total = None
+        if hp.lr_schedule == "cosine":
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise GenResearchError("lr_schedule 'cosine' needs a finite run: set trainer.max_steps or max_epochs")
+            total = int(total)
+        fn = partial(lr_lambda, warmup_steps=hp.warmup_steps, total_steps=total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+__all__ = ["DDPM", "min_snr_weights", "unet_block_types"]

@@ -1,0 +1,190 @@
+"""Diffusion sampling: diffusers schedulers, a generic sampling loop and classifier-free guidance.
+
+Small pure functions in the style of k-diffusion: the model is reduced to ``denoise(x, t) -> output``
+(epsilon, x0 or v, whatever the scheduler's ``prediction_type`` says) and every scheduler is a diffusers
+one, rebuilt ``from_config`` of the training DDPMScheduler so that its beta schedule and prediction type
+carry over. All randomness comes from the caller's ``torch.Generator``; the global RNG is never touched.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Callable, ClassVar
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    PNDMScheduler,
+)
+from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
+
+from gen_research.errors import GenResearchError
+from gen_research.registry import SAMPLERS
+
+SCHEDULERS: dict[str, type] = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "dpm-solver++": DPMSolverMultistepScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler-ancestral": EulerAncestralDiscreteScheduler,
+    "heun": HeunDiscreteScheduler,
+    "pndm": PNDMScheduler,
+}
+# config set on top of the training config for some schedulers
+_OVERRIDES: dict[str, dict[str, Any]] = {"dpm-solver++": {"algorithm_type": "dpmsolver++"}, "pndm": {"skip_prk_steps": True}}
+# prediction types a scheduler cannot turn into a step (diffusers would raise mid-sampling)
+_UNSUPPORTED_PREDICTIONS = {"pndm": {"sample"}, "euler-ancestral": {"sample"}}
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def check_scheduler_name(name: str) -> None:
+    """Raise a one-line GenResearchError for an unknown sampler name, listing close matches."""
+    if name not in SCHEDULERS:
+        close = difflib.get_close_matches(name, list(SCHEDULERS), n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(SCHEDULERS)}"
+        raise GenResearchError(f"unknown diffusion sampler {name!r}; {hint}")
+
+
+def make_scheduler(name: str, train_config: dict[str, Any]) -> Any:
+    """A fresh inference scheduler ``name`` built from the training DDPMScheduler's config."""
+    check_scheduler_name(name)
+    prediction = train_config.get("prediction_type", "epsilon")
+    if prediction in _UNSUPPORTED_PREDICTIONS.get(name, ()):
+        raise GenResearchError(
+            f"sampler {name!r} does not support prediction_type {prediction!r}; pick another sampler (e.g. ddim)"
+        )
+    config = {k: v for k, v in dict(train_config).items() if not k.startswith("_")}
+    return SCHEDULERS[name].from_config({**config, **_OVERRIDES.get(name, {})})
+
+
+def classifier_free_guidance(
+    model_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    t: torch.Tensor,
+    labels: torch.Tensor,
+    null_label: int,
+    scale: float,
+) -> torch.Tensor:
+    """uncond + scale * (cond - uncond), with cond and uncond in one batched call (Ho & Salimans 2022).
+
+    scale 0 gives the unconditional output, 1 the conditional one, > 1 extrapolates past it.
+    """
+    if scale == 1.0:
+        return model_fn(x, t, labels)
+    t = torch.as_tensor(t, device=x.device)
+    t2 = t if t.ndim == 0 else torch.cat([t, t])  # a scalar timestep broadcasts over the doubled batch
+    null = torch.full_like(labels, null_label)
+    out = model_fn(torch.cat([x, x]), t2, torch.cat([labels, null]))
+    cond, uncond = out.chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
+def sample(
+    denoise: Denoiser,
+    scheduler: Any,
+    shape: tuple[int, ...],
+    num_steps: int,
+    generator: torch.Generator | None,
+    device: torch.device | str,
+    eta: float = 0.0,
+) -> torch.Tensor:
+    """Run ``scheduler`` from x_T ~ N(0, init_noise_sigma^2) down to x_0; images clamped to [-1, 1]."""
+    if generator is None:  # fresh entropy without a draw from the global RNG
+        generator = torch.Generator(device="cpu")
+        generator.seed()
+    scheduler.set_timesteps(num_steps, device=device)
+    x = randn_tensor(shape, generator=generator, device=torch.device(device)) * scheduler.init_noise_sigma
+    accepts = inspect.signature(scheduler.step).parameters  # deterministic ones (heun, pndm) take no generator
+    extra = {"generator": generator} if "generator" in accepts else {}
+    if isinstance(scheduler, DDIMScheduler):
+        extra["eta"] = eta
+    for t in scheduler.timesteps:
+        x_in = scheduler.scale_model_input(x, t)
+        out = denoise(x_in, t)
+        x = scheduler.step(out, t, x, **extra).prev_sample
+    return x.clamp(-1.0, 1.0)
+
+
+class DiffusionSampler:
+    """Draw images from a diffusion model with one diffusers scheduler; None = the model's own default."""
+
+    scheduler_name: ClassVar[str] = "ddim"
+
+    def __init__(self, steps: int | None = None, eta: float | None = None, guidance_scale: float | None = None) -> None:
+        self.steps = steps
+        self.eta = eta
+        self.guidance_scale = guidance_scale
+
+    def __call__(
+        self,
+        model: nn.Module,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if not getattr(model, "is_diffusion", False):
+            raise GenResearchError(
+                f"sampler {self.scheduler_name!r} needs a diffusion model (ddpm); {type(model).__name__} is not one"
+            )
+        return model.sample(
+            num_samples,
+            generator=generator,
+            labels=labels,
+            sampler=self.scheduler_name,
+            steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            eta=self.eta,
+        )
+
+
+@SAMPLERS.register("ddpm", "diffusion: ancestral DDPM steps (Ho et al. 2020); stochastic, needs many steps")
+class DDPMSampler(DiffusionSampler):
+    scheduler_name = "ddpm"
+
+
+@SAMPLERS.register("ddim", "diffusion: DDIM (Song et al. 2021); eta 0 deterministic, eta 1 ~ DDPM")
+class DDIMSampler(DiffusionSampler):
+    scheduler_name = "ddim"
+
+
+@SAMPLERS.register("dpm-solver++", "diffusion: DPM-Solver++ multistep (Lu et al. 2022); good in 10-25 steps")
+class DPMSolverPPSampler(DiffusionSampler):
+    scheduler_name = "dpm-solver++"
+
+
+@SAMPLERS.register("euler", "diffusion: Euler ODE steps in sigma space (Karras et al. 2022)")
+class EulerSampler(DiffusionSampler):
+    scheduler_name = "euler"
+
+
+@SAMPLERS.register("euler-ancestral", "diffusion: Euler ancestral (stochastic) steps in sigma space")
+class EulerAncestralSampler(DiffusionSampler):
+    scheduler_name = "euler-ancestral"
+
+
+@SAMPLERS.register("heun", "diffusion: Heun 2nd-order ODE steps (Karras et al. 2022); 2 model calls a step")
+class HeunSampler(DiffusionSampler):
+    scheduler_name = "heun"
+
+
+@SAMPLERS.register("pndm", "diffusion: PLMS / PNDM linear multistep (Liu et al. 2022); epsilon or v models")
+class PNDMSampler(DiffusionSampler):
+    scheduler_name = "pndm"
+
+
+__all__ = [
+    "SCHEDULERS",
+    "DiffusionSampler",
+    "check_scheduler_name",
+    "classifier_free_guidance",
+    "make_scheduler",
+    "sample",
+]
