@@ -20,8 +20,11 @@ HOW_TO_TRAIN = (
 
 def _load_classifier(path: Path):
     """Rebuild a ``classifier`` model from a Lightning checkpoint: its hparams, then its state_dict (EMA weights when EMA ran)."""
-    from gen_research.models.classifier import Classifier
+    from gen_research.registry import MODELS, load_builtins
     from gen_research.run_folder import read_checkpoint
+
+    load_builtins()  # the network comes from the model registry: metrics do not import model code
+    Classifier = MODELS.get("classifier")  # noqa: N806
 
     checkpoint = read_checkpoint(path)
     hparams = dict(checkpoint.get("hyper_parameters") or {})

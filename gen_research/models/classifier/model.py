@@ -19,7 +19,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from gen_research.errors import GenResearchError
-from gen_research.models.autoencoder.base import lr_lambda
+from gen_research.nets.schedules import lr_lambda
 from gen_research.nets import ConvEncoder
 from gen_research.registry import MODELS
 

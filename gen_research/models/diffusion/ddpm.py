@@ -11,7 +11,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from gen_research.errors import GenResearchError
-from gen_research.models.autoencoder.base import lr_lambda
+from gen_research.nets.schedules import lr_lambda
 from gen_research.registry import MODELS
 from gen_research.sampling import diffusion as diffusion_sampling
 
