@@ -16,8 +16,8 @@ from typing import Any
 from gen_research.errors import GenResearchError
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "sample", "submit", "list")
-USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sample,submit,list} ...
+COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "sample", "export", "submit", "list")
+USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sample,export,submit,list} ...
 
   fit       train:      --config experiments/quickstart.yaml [--model.init_args.beta=4] [--ckpt_path last]
   validate  validate a checkpoint: --config EXP --ckpt_path CKPT
@@ -25,6 +25,7 @@ USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sam
   predict   run predict_step:      --config EXP --ckpt_path CKPT
   evaluate  metrics (FID, KID, precision/recall, ...): --config EXP --ckpt_path CKPT | --real DIR --fake DIR
   sample    images from a checkpoint:  --config EXP --ckpt_path CKPT [--num-images N --seed S --out DIR]
+  export    a diffusion checkpoint as a diffusers pipeline folder: --config EXP --ckpt_path CKPT --out DIR
   submit    a fit as a SLURM job:      --config EXP [--nodes N --gpus-per-node G --time HH:MM:SS ...] [--dry-run]
   list      registered names:      list [models|datamodules|samplers|features|metrics|callbacks|loggers|presets]
 
@@ -44,12 +45,16 @@ def main(argv: list[str] | None = None) -> int:
             from gen_research.launch.slurm import submit_command
 
             return submit_command(argv[1:])
-        if command in ("evaluate", "sample"):
+        if command in ("evaluate", "sample", "export"):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             if command == "evaluate":
                 from gen_research.evaluate_cli import evaluate_command
 
                 return evaluate_command(argv[1:])
+            if command == "export":
+                from gen_research.export_cli import export_command
+
+                return export_command(argv[1:])
             from gen_research.sample_cli import sample_command
 
             return sample_command(argv[1:])
