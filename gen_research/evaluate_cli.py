@@ -15,16 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gen_research.errors import GenResearchError
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        raise GenResearchError(f"evaluate: {message}; see python -m gen_research evaluate --help")
+from gen_research.errors import GenResearchError, OneLineArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m gen_research evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="python -m gen_research evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_argument_group("what to evaluate (one of the two forms)")
     source.add_argument("--config", help="experiment YAML whose model and data to use")
     source.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", help="checkpoint of that experiment")

@@ -12,19 +12,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gen_research.errors import GenResearchError
+from gen_research.errors import GenResearchError, OneLineArgumentParser
 
 # sampler name -> the diffusers pipeline that runs it
 PIPELINES = {"ddpm": "DDPMPipeline", "ddim": "DDIMPipeline"}
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        raise GenResearchError(f"export: {message}; see python -m gen_research export --help")
-
-
 def export_command(argv: list[str]) -> int:
-    parser = _OneLineParser(prog="python -m gen_research export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="python -m gen_research export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
     parser.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True)
     parser.add_argument("--out", required=True, help="new or empty folder")

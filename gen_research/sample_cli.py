@@ -16,19 +16,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from gen_research.errors import GenResearchError
+from gen_research.errors import GenResearchError, OneLineArgumentParser
 
 # command-line option -> keyword of model.sample()
 SAMPLE_OPTIONS = {"temperature": "temperature", "sampler": "sampler", "steps": "steps", "eta": "eta", "guidance_scale": "guidance_scale"}
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        raise GenResearchError(f"sample: {message}; see python -m gen_research sample --help")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m gen_research sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="python -m gen_research sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="experiment YAML the checkpoint was trained with")
     parser.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True)
     parser.add_argument("--num-images", type=int, default=64)

@@ -20,16 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from gen_research.errors import GenResearchError
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        raise GenResearchError(f"submit: {message}; see python -m gen_research submit --help")
+from gen_research.errors import GenResearchError, OneLineArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m gen_research submit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="python -m gen_research submit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", required=True, help="experiment YAML (may repeat, like fit)")
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--gpus-per-node", type=int, default=0, help="0: a CPU partition (then --tasks-per-node processes per node)")
