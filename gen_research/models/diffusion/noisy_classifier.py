@@ -1,0 +1,153 @@
+"""Noisy classifier (Dhariwal & Nichol 2021): p(y | x_t, t) on DDPM-noised images, for classifier guidance.
+
+A ConvEncoder trunk reads x_t; its features are concatenated with a sinusoidal embedding of t and an MLP
+maps them to class logits. Training draws t uniformly and noises x with the same DDPMScheduler
+(``add_noise``) a DDPM of the same ``num_train_timesteps`` / ``noise_schedule`` uses, so the classifier's
+gradient can steer that DDPM's sampler (see :func:`gen_research.sampling.guidance.classifier_guidance`).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, ClassVar, Literal
+
+import lightning.pytorch as L
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from diffusers.models.embeddings import get_timestep_embedding
+from torch import nn
+
+from gen_research.errors import GenResearchError
+from gen_research.models.diffusion.ddpm import BETA_SCHEDULES
+from gen_research.nets.conv import ConvEncoder
+from gen_research.nets.schedules import lr_lambda
+from gen_research.registry import MODELS
+
+
+@MODELS.register("noisy_classifier", "time-conditioned classifier of noised images x_t (for diffusion classifier guidance)")
+class NoisyClassifier(L.LightningModule):
+    """Classifier p(y | x_t, t) of DDPM-noised images, trained with cross-entropy at uniform timesteps."""
+
+    eval_seed: ClassVar[int] = 0
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        num_classes: int | None = None,
+        channels: list[int] = (32, 64),
+        feature_dim: int = 128,
+        time_embed_dim: int = 64,
+        num_train_timesteps: int = 1000,
+        noise_schedule: Literal["linear", "cosine", "scaled_linear"] = "linear",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+    ) -> None:
+        super().__init__()
+        if not num_classes:
+            raise GenResearchError("noisy_classifier needs labels: use a labelled data module (num_classes is None)")
+        if time_embed_dim < 2 or time_embed_dim % 2:
+            raise GenResearchError(f"noisy_classifier: time_embed_dim must be an even number >= 2, got {time_embed_dim}")
+        self.save_hyperparameters()
+        self.hparams.channels = list(channels)
+        c, h, w = image_shape
+        self.image_shape = (c, h, w)
+        # GroupNorm, not BatchNorm: per-sample statistics (the batch mixes all noise levels, and guidance
+        # differentiates a single x_t without batch coupling).
+        self.encoder = ConvEncoder(c, (h, w), list(channels), feature_dim, norm="group")
+        self.head = nn.Sequential(
+            nn.SiLU(),
+            nn.Linear(feature_dim + time_embed_dim, feature_dim),
+            nn.SiLU(),
+            nn.Linear(feature_dim, num_classes),
+        )
+        self.noise_scheduler = DDPMScheduler(
+            num_train_timesteps=num_train_timesteps, beta_schedule=BETA_SCHEDULES[noise_schedule]
+        )
+        self._eval_gen: torch.Generator | None = None
+
+    # ---- model ------------------------------------------------------------------------------------
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """Class logits [N, num_classes] for noisy images x_t at timesteps t (scalar or [N])."""
+        t = torch.as_tensor(t, device=x_t.device)
+        if t.ndim == 0:
+            t = t.expand(len(x_t))
+        temb = get_timestep_embedding(t, self.hparams.time_embed_dim).to(x_t.dtype)
+        return self.head(torch.cat([self.encoder(x_t), temb], dim=1))
+
+    def log_prob(self, x_t: torch.Tensor, t: torch.Tensor | int, labels: torch.Tensor) -> torch.Tensor:
+        """log p(labels | x_t, t), shape [N]."""
+        logp = F.log_softmax(self(x_t, t).float(), dim=1)
+        return logp.gather(1, labels.to(x_t.device).long()[:, None]).squeeze(1)
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """alpha_bar_t of the training noise schedule (what classifier_guidance takes)."""
+        return self.noise_scheduler.alphas_cumprod
+
+    def compute_losses(
+        self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Cross-entropy and accuracy at t ~ U{0..T-1}; randomness (t, noise) drawn from ``generator``."""
+        gen = {"generator": generator} if generator is not None else {}
+        t = torch.randint(0, self.hparams.num_train_timesteps, (len(x),), device=x.device, **gen)
+        noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, **gen)
+        x_t = self.noise_scheduler.add_noise(x, noise, t)
+        logits = self(x_t, t).float()
+        labels = labels.to(x.device)
+        loss = F.cross_entropy(logits, labels)
+        acc = (logits.argmax(1) == labels).float().mean()
+        return {"loss": loss, "acc": acc}
+
+    # ---- Lightning hooks --------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, labels = batch
+        metrics = self.compute_losses(x, labels)  # global RNG: part of the checkpointed training stream
+        self.log("train/loss", metrics["loss"], prog_bar=True, batch_size=len(x))
+        self.log("train/acc", metrics["acc"], batch_size=len(x))
+        return metrics["loss"]
+
+    def eval_generator(self) -> torch.Generator:
+        """The validation/test generator, created on first use; re-seeded at each epoch start."""
+        if self._eval_gen is None or self._eval_gen.device != self.device:
+            self._eval_gen = torch.Generator(device=self.device)
+            self._eval_gen.manual_seed(self.eval_seed)
+        return self._eval_gen
+
+    def on_validation_epoch_start(self) -> None:
+        self.eval_generator().manual_seed(self.eval_seed)
+
+    def on_test_epoch_start(self) -> None:
+        self.eval_generator().manual_seed(self.eval_seed)
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        x, labels = batch
+        metrics = self.compute_losses(x, labels, generator=self.eval_generator())
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val", on_epoch=True,
+                      sync_dist=True, batch_size=len(x))
+        return metrics
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        total = None
+        if hp.lr_schedule == "cosine":
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise GenResearchError("lr_schedule 'cosine' needs a finite run: set trainer.max_steps or max_epochs")
+            total = int(total)
+        fn = partial(lr_lambda, warmup_steps=hp.warmup_steps, total_steps=total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+__all__ = ["NoisyClassifier"]
