@@ -143,7 +143,7 @@ def main() -> None:
             measured[variant] = json.loads(output.strip().splitlines()[-1])
     shared, separate = measured["shared"], measured["separate"]
     print(f"extractor {args.extractor}, {args.num_images} real + {args.num_images} generated images, {args.threads} threads")
-    print(f"| variant | time (s) | peak RSS (MiB) |\n| --- | --- | --- |")
+    print("| variant | time (s) | peak RSS (MiB) |\n| --- | --- | --- |")
     for name, row in (("one shared feature pass (gen_research)", shared), ("torchmetrics metrics one by one", separate)):
         print(f"| {name} | {row['seconds']:.1f} | {row['peak_rss_mib']:.0f} |")
     print(f"speed-up: {separate['seconds'] / shared['seconds']:.2f}x")

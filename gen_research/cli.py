@@ -10,8 +10,6 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
 from gen_research.errors import GenResearchError
 

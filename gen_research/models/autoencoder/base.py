@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from functools import partial
 from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as L
@@ -11,9 +9,8 @@ import torch
 from einops import rearrange
 from torchmetrics.classification import BinaryAUROC
 
-from gen_research.errors import GenResearchError
 from gen_research.nets import ConvDecoder, ConvEncoder
-from gen_research.nets.schedules import lr_lambda
+from gen_research.models.common import SeededEvaluation, configure_adamw
 
 
 def per_image_mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -38,12 +35,11 @@ def holdout_auroc(scores: torch.Tensor, labels: torch.Tensor, holdout_class: int
     return metric.compute()
 
 
-class AutoencoderBase(L.LightningModule):
+class AutoencoderBase(SeededEvaluation, L.LightningModule):
     """Base class: conv encoder/decoder, optimiser, deterministic validation RNG, holdout-class AUROC in test."""
 
     has_prior: ClassVar[bool] = False  # True where sample() can draw from a prior (VAE)
     encoder_outputs_per_latent: ClassVar[int] = 1  # VAE: 2 (mean and log-variance)
-    eval_seed: ClassVar[int] = 0  # seed of the validation/test generator
 
     def __init__(
         self,
@@ -67,7 +63,6 @@ class AutoencoderBase(L.LightningModule):
         self.encoder = ConvEncoder(c, (h, w), list(channels), latent_dim * self.encoder_outputs_per_latent, norm)
         self.decoder = ConvDecoder(latent_dim, c, (h, w), list(channels), norm)
         self.test_auroc = BinaryAUROC()
-        self._eval_gen: torch.Generator | None = None
 
     # ---- public API used by callbacks, samplers and the CLI -------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,17 +112,6 @@ class AutoencoderBase(L.LightningModule):
         self.log_dict(extra, batch_size=len(x))
         return losses["loss"]
 
-    def eval_generator(self) -> torch.Generator:
-        """The validation/test generator, created on first use; re-seeded at each epoch start."""
-        if self._eval_gen is None or self._eval_gen.device != self.device:
-            self._eval_gen = torch.Generator(device=self.device)
-            self._eval_gen.manual_seed(self.eval_seed)
-        return self._eval_gen
-
-    def on_validation_epoch_start(self) -> None:
-        # Fixed seed: identical metrics every epoch and no draw from the global (training) RNG.
-        self.eval_generator().manual_seed(self.eval_seed)
-
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         x, _ = batch
         metrics = self.eval_metrics(x, self.eval_generator())
@@ -137,7 +121,7 @@ class AutoencoderBase(L.LightningModule):
         return metrics
 
     def on_test_epoch_start(self) -> None:
-        self.eval_generator().manual_seed(self.eval_seed)
+        super().on_test_epoch_start()
         self.test_auroc.reset()
 
     def holdout_class(self) -> int | None:
@@ -172,19 +156,9 @@ class AutoencoderBase(L.LightningModule):
             self.log("test/auroc_holdout", self.test_auroc.compute(), sync_dist=False)
             self.test_auroc.reset()
 
+
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        total = None
-        if hp.lr_schedule == "cosine":
-            total = self.trainer.estimated_stepping_batches
-            if not math.isfinite(total):
-                raise GenResearchError("lr_schedule 'cosine' needs a finite run: set trainer.max_steps or max_epochs")
-            total = int(total)
-        # partial of a module-level function (not a lambda) so the scheduler state stays picklable.
-        fn = partial(lr_lambda, warmup_steps=hp.warmup_steps, total_steps=total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_adamw(self)
 
 
-__all__ = ["AutoencoderBase", "holdout_auroc", "lr_lambda", "per_image_mse", "update_holdout_auroc"]
+__all__ = ["AutoencoderBase", "holdout_auroc", "per_image_mse", "update_holdout_auroc"]

@@ -8,8 +8,6 @@ pass its checkpoint to the ``classifier`` feature extractor; metric keys then re
 
 from __future__ import annotations
 
-import math
-from functools import partial
 from typing import Any, Literal
 
 import lightning.pytorch as L
@@ -19,7 +17,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from gen_research.errors import GenResearchError
-from gen_research.nets.schedules import lr_lambda
+from gen_research.models.common import configure_adamw
 from gen_research.nets import ConvEncoder
 from gen_research.registry import MODELS
 
@@ -135,18 +133,9 @@ class Classifier(L.LightningModule):
         logits = self.classify(features)
         return {"features": features, "logits": logits, "predictions": logits.argmax(1), "labels": labels}
 
+
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        total = None
-        if hp.lr_schedule == "cosine":
-            total = self.trainer.estimated_stepping_batches
-            if not math.isfinite(total):
-                raise GenResearchError("lr_schedule 'cosine' needs a finite run: set trainer.max_steps or max_epochs")
-            total = int(total)
-        fn = partial(lr_lambda, warmup_steps=hp.warmup_steps, total_steps=total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_adamw(self)
 
 
 __all__ = ["Classifier", "random_shift"]

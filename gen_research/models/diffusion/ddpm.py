@@ -11,7 +11,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from gen_research.errors import GenResearchError
-from gen_research.nets.schedules import lr_lambda
+from gen_research.models.common import SeededEvaluation, configure_adamw
 from gen_research.registry import MODELS
 from gen_research.sampling import diffusion as diffusion_sampling
 
@@ -36,12 +36,11 @@ def unet_block_types(num_levels: int, attention_levels: list[int]) -> tuple[tupl
 
 
 @MODELS.register("ddpm", "denoising diffusion (diffusers UNet; eps/x0/v targets, min-SNR, CFG; ddim/dpm-solver++/euler/... samplers)")
-class DDPM(L.LightningModule):
+class DDPM(SeededEvaluation, L.LightningModule):
     """Denoising diffusion probabilistic model on a diffusers UNet2DModel."""
 
     has_prior: ClassVar[bool] = True  # sample() draws new images (used by sample_grid and metrics)
     is_diffusion: ClassVar[bool] = True  # what the diffusion samplers check for
-    eval_seed: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -109,7 +108,6 @@ class DDPM(L.LightningModule):
             clip_sample=True,
             timestep_spacing="trailing",  # few-step samplers start at t = T-1 (Lin et al. 2024)
         )
-        self._eval_gen: torch.Generator | None = None
 
     # ---- model ------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -203,20 +201,6 @@ class DDPM(L.LightningModule):
         self.log("train/mse", losses["mse"], batch_size=len(x))
         return losses["loss"]
 
-    def eval_generator(self) -> torch.Generator:
-        """The validation/test generator, created on first use; re-seeded at each epoch start."""
-        if self._eval_gen is None or self._eval_gen.device != self.device:
-            self._eval_gen = torch.Generator(device=self.device)
-            self._eval_gen.manual_seed(self.eval_seed)
-        return self._eval_gen
-
-    def on_validation_epoch_start(self) -> None:
-        # Fixed seed: the same t and noise every epoch, and no draw from the global (training) RNG.
-        self.eval_generator().manual_seed(self.eval_seed)
-
-    def on_test_epoch_start(self) -> None:
-        self.eval_generator().manual_seed(self.eval_seed)
-
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         x, labels = batch
         metrics = self.compute_losses(x, labels, generator=self.eval_generator())
@@ -230,18 +214,9 @@ class DDPM(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._eval_step(batch, "test")
 
+
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        total = None
-        if hp.lr_schedule == "cosine":
-            total = self.trainer.estimated_stepping_batches
-            if not math.isfinite(total):
-                raise GenResearchError("lr_schedule 'cosine' needs a finite run: set trainer.max_steps or max_epochs")
-            total = int(total)
-        fn = partial(lr_lambda, warmup_steps=hp.warmup_steps, total_steps=total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_adamw(self)
 
 
 __all__ = ["DDPM", "min_snr_weights", "unet_block_types"]

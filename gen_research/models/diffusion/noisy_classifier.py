@@ -8,9 +8,7 @@ gradient can steer that DDPM's sampler (see :func:`gen_research.sampling.guidanc
 
 from __future__ import annotations
 
-import math
-from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import lightning.pytorch as L
 import torch
@@ -22,15 +20,14 @@ from torch import nn
 from gen_research.errors import GenResearchError
 from gen_research.models.diffusion.ddpm import BETA_SCHEDULES
 from gen_research.nets.conv import ConvEncoder
-from gen_research.nets.schedules import lr_lambda
+from gen_research.models.common import SeededEvaluation, configure_adamw
 from gen_research.registry import MODELS
 
 
 @MODELS.register("noisy_classifier", "time-conditioned classifier of noised images x_t (for diffusion classifier guidance)")
-class NoisyClassifier(L.LightningModule):
+class NoisyClassifier(SeededEvaluation, L.LightningModule):
     """Classifier p(y | x_t, t) of DDPM-noised images, trained with cross-entropy at uniform timesteps."""
 
-    eval_seed: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -67,7 +64,6 @@ class NoisyClassifier(L.LightningModule):
         self.noise_scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps, beta_schedule=BETA_SCHEDULES[noise_schedule]
         )
-        self._eval_gen: torch.Generator | None = None
 
     # ---- model ------------------------------------------------------------------------------------
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
@@ -110,19 +106,6 @@ class NoisyClassifier(L.LightningModule):
         self.log("train/acc", metrics["acc"], batch_size=len(x))
         return metrics["loss"]
 
-    def eval_generator(self) -> torch.Generator:
-        """The validation/test generator, created on first use; re-seeded at each epoch start."""
-        if self._eval_gen is None or self._eval_gen.device != self.device:
-            self._eval_gen = torch.Generator(device=self.device)
-            self._eval_gen.manual_seed(self.eval_seed)
-        return self._eval_gen
-
-    def on_validation_epoch_start(self) -> None:
-        self.eval_generator().manual_seed(self.eval_seed)
-
-    def on_test_epoch_start(self) -> None:
-        self.eval_generator().manual_seed(self.eval_seed)
-
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         x, labels = batch
         metrics = self.compute_losses(x, labels, generator=self.eval_generator())
@@ -136,18 +119,9 @@ class NoisyClassifier(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._eval_step(batch, "test")
 
+
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        total = None
-        if hp.lr_schedule == "cosine":
-            total = self.trainer.estimated_stepping_batches
-            if not math.isfinite(total):
-                raise GenResearchError("lr_schedule 'cosine' needs a finite run: set trainer.max_steps or max_epochs")
-            total = int(total)
-        fn = partial(lr_lambda, warmup_steps=hp.warmup_steps, total_steps=total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_adamw(self)
 
 
 __all__ = ["NoisyClassifier"]
