@@ -37,8 +37,15 @@ class _KernelInceptionDistance(KernelInceptionDistance):
     def compute(self) -> tuple[Tensor, Tensor]:
         real = dim_zero_cat(self.real_features).double()  # float64 kernels: MMD is a small difference of big sums
         fake = dim_zero_cat(self.fake_features).double()
-        # torchmetrics raises when a set has fewer images than subset_size; we use min(n_real, n_fake) instead.
+        # torchmetrics raises when a set has fewer images than subset_size; we use min(n_real, n_fake) instead,
+        # and say so: KID's subset size changes its variance, so KIDs are compared at equal subset sizes.
         size = min(self.subset_size, real.shape[0], fake.shape[0])
+        if size < self.subset_size:
+            warnings.warn(
+                f"kid: only {size} images in the smaller set, so subsets of {size} instead of kid_subset_size="
+                f"{self.subset_size}; compare KIDs only at equal subset sizes",
+                stacklevel=2,
+            )
         scores = []
         for _ in range(self.subsets):
             r = real[torch.randperm(real.shape[0])[:size].to(real.device)]

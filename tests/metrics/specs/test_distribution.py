@@ -72,8 +72,9 @@ def test_kid_subsets_are_seeded_and_leave_the_global_rng_alone():
     assert a["kid"] == pytest.approx(full, rel=0.2)
 
 
-def test_kid_with_fewer_images_than_subset_size_uses_them_all():
-    got = run_spec("kid", REAL[:300], FAKE[:200], options=EvalOptions(kid_subsets=5, kid_subset_size=1000))
+def test_kid_with_fewer_images_than_subset_size_uses_them_all_and_says_so():
+    with pytest.warns(UserWarning, match="subsets of 200 instead of kid_subset_size=1000"):
+        got = run_spec("kid", REAL[:300], FAKE[:200], options=EvalOptions(kid_subsets=5, kid_subset_size=1000))
     assert got["kid"] > 0 and np.isfinite(got["kid_std"])
 
 
