@@ -75,16 +75,33 @@ def classifier_free_guidance(
 ) -> torch.Tensor:
     """uncond + scale * (cond - uncond), with cond and uncond in one batched call (Ho & Salimans 2022).
 
-    scale 0 gives the unconditional output, 1 the conditional one, > 1 extrapolates past it.
+    scale 0 gives the unconditional output, 1 the conditional one, > 1 extrapolates past it. Scales 0 and 1
+    need one of the two predictions only, so they cost a single un-doubled call.
     """
     if scale == 1.0:
         return model_fn(x, t, labels)
+    null = torch.full_like(labels, null_label)
+    if scale == 0.0:
+        return model_fn(x, t, null)
     t = torch.as_tensor(t, device=x.device)
     t2 = t if t.ndim == 0 else torch.cat([t, t])  # a scalar timestep broadcasts over the doubled batch
-    null = torch.full_like(labels, null_label)
     out = model_fn(torch.cat([x, x]), t2, torch.cat([labels, null]))
     cond, uncond = out.chunk(2)
     return uncond + scale * (cond - uncond)
+
+
+def start_index(num_steps: int, strength: float, order: int = 1) -> int:
+    """Index into ``scheduler.timesteps`` where img2img / SDEdit starts (Meng et al. 2022), as diffusers does.
+
+    strength 1 starts from pure noise (index 0); strength s runs the last ``round-down(s * num_steps)``
+    steps, so smaller strengths stay closer to the input image.
+    """
+    if not 0.0 < strength <= 1.0:
+        raise GenResearchError(f"strength must be in (0, 1], got {strength}; 1 ignores the input image, small values keep it")
+    kept = min(int(num_steps * strength), num_steps)
+    if kept < 1:
+        raise GenResearchError(f"strength {strength} x {num_steps} steps leaves no step to run; raise --strength or --steps")
+    return (num_steps - kept) * order
 
 
 def sample(
@@ -95,21 +112,54 @@ def sample(
     generator: torch.Generator | None,
     device: torch.device | str,
     eta: float = 0.0,
+    init_images: torch.Tensor | None = None,
+    strength: float = 1.0,
+    known_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Run ``scheduler`` from x_T ~ N(0, init_noise_sigma^2) down to x_0; images clamped to [-1, 1]."""
+    """Run ``scheduler`` from x_T down to x_0; images clamped to [-1, 1].
+
+    Plain sampling starts from x_T ~ N(0, init_noise_sigma^2). With ``init_images`` (in [-1, 1]):
+
+    - img2img / SDEdit (``strength`` < 1): start from the input images noised to the timestep where the
+      last ``strength`` fraction of the steps begins (:func:`start_index`);
+    - inpainting (``known_mask``, 1 = known pixel, broadcastable to ``shape``): after every step the known
+      pixels (mask > 0.5 is treated as known: binary masks) are replaced by the input noised afresh to the next step's level, q(x_t | x_0) (RePaint's
+      replacement, Lugmayr et al. 2022, without resampling); after the last step they are the input exactly.
+    """
     if generator is None:  # fresh entropy without a draw from the global RNG
         generator = torch.Generator(device="cpu")
         generator.seed()
+    device = torch.device(device)
+    if (strength < 1.0 or known_mask is not None) and init_images is None:
+        raise GenResearchError("img2img (strength < 1) and inpainting (a mask) need input images")
     scheduler.set_timesteps(num_steps, device=device)
-    x = randn_tensor(shape, generator=generator, device=torch.device(device)) * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    noise = randn_tensor(shape, generator=generator, device=device)
+    if init_images is not None:
+        init_images = init_images.to(device=device, dtype=noise.dtype).expand(shape)
+    if strength < 1.0:
+        begin = start_index(num_steps, strength, scheduler.order)
+        timesteps = timesteps[begin:]
+        if hasattr(scheduler, "set_begin_index"):  # sigma-space schedulers index their sigmas from here
+            scheduler.set_begin_index(begin)
+        x = scheduler.add_noise(init_images, noise, timesteps[:1].repeat(shape[0]))
+    else:
+        x = noise * scheduler.init_noise_sigma
     accepts = inspect.signature(scheduler.step).parameters  # deterministic ones (heun, pndm) take no generator
     extra = {"generator": generator} if "generator" in accepts else {}
     if isinstance(scheduler, DDIMScheduler):
         extra["eta"] = eta
-    for t in scheduler.timesteps:
+    for i, t in enumerate(timesteps):
         x_in = scheduler.scale_model_input(x, t)
         out = denoise(x_in, t)
         x = scheduler.step(out, t, x, **extra).prev_sample
+        if known_mask is not None:
+            if i + 1 < len(timesteps):
+                fresh = randn_tensor(shape, generator=generator, device=device)
+                known = scheduler.add_noise(init_images, fresh, timesteps[i + 1 : i + 2].repeat(shape[0]))
+            else:
+                known = init_images
+            x = torch.where(known_mask.to(device) > 0.5, known.to(x.dtype), x)
     return x.clamp(-1.0, 1.0)
 
 
@@ -187,4 +237,5 @@ __all__ = [
     "classifier_free_guidance",
     "make_scheduler",
     "sample",
+    "start_index",
 ]

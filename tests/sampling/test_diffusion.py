@@ -68,7 +68,7 @@ def test_classifier_free_guidance_math():
     torch.testing.assert_close(classifier_free_guidance(model_fn, x, t, labels, 9, 0.0), uncond)
     torch.testing.assert_close(classifier_free_guidance(model_fn, x, t, labels, 9, 1.0), cond)
     torch.testing.assert_close(classifier_free_guidance(model_fn, x, t, labels, 9, 3.0), uncond + 3 * (cond - uncond))
-    assert calls == [6, 3, 6]  # cond and uncond in one batched call
+    assert calls == [3, 3, 6]  # scales 0 and 1 need one prediction; others cond and uncond in one batched call
     # per-sample timesteps are doubled along with the batch
     out = classifier_free_guidance(lambda x, t, y: x * t[:, None], x, torch.tensor([1.0, 2.0, 3.0]), labels, 9, 2.0)
     torch.testing.assert_close(out, x * torch.tensor([1.0, 2.0, 3.0])[:, None])

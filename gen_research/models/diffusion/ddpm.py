@@ -12,8 +12,10 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from gen_research.errors import GenResearchError
 from gen_research.models.common import SeededEvaluation, configure_adamw
+from gen_research.models.diffusion.pretrained import load_pipeline_weights
 from gen_research.registry import MODELS
 from gen_research.sampling import diffusion as diffusion_sampling
+from gen_research.sampling.guidance import classifier_guidance
 
 BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2", "scaled_linear": "scaled_linear"}
 
@@ -65,6 +67,7 @@ class DDPM(SeededEvaluation, L.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -88,6 +91,7 @@ class DDPM(SeededEvaluation, L.LightningModule):
         diffusion_sampling.check_scheduler_name(sampler)
         down, up = unet_block_types(levels, list(attention_levels))
         self.null_label = num_classes if class_conditional else None  # last embedding row = "no label"
+        self.num_classes = num_classes if class_conditional else None  # what class-conditional metrics look for
         self.unet = UNet2DModel(
             sample_size=(h, w),
             in_channels=c,
@@ -108,6 +112,14 @@ class DDPM(SeededEvaluation, L.LightningModule):
             clip_sample=True,
             timestep_spacing="trailing",  # few-step samplers start at t = T-1 (Lin et al. 2024)
         )
+        if init_from:  # fine-tune a diffusers pipeline folder (e.g. from `export`); checkpoints restore over it
+            load_pipeline_weights(self.unet, self.noise_scheduler.config, init_from)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> "DDPM":  # type: ignore[override]
+        """Lightning's loader, minus ``init_from``: the checkpoint holds the weights, the pipeline folder may be gone."""
+        kwargs.setdefault("init_from", None)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     # ---- model ------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -162,36 +174,69 @@ class DDPM(SeededEvaluation, L.LightningModule):
         steps: int | None = None,
         guidance_scale: float | None = None,
         eta: float | None = None,
+        classifier: Any | None = None,
+        classifier_scale: float = 1.0,
+        init_images: torch.Tensor | None = None,
+        strength: float = 1.0,
+        known_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``num_samples`` images in [-1, 1]; None arguments take the model's hparams (sampler, sampling_steps, ...).
 
-        A class-conditional model draws ``labels`` (cycling 0..C-1 when None); guidance_scale != 1 uses
-        classifier-free guidance (0 = unconditional).
+        - A class-conditional model draws ``labels`` (cycling 0..C-1 when None); ``guidance_scale`` != 1
+          uses classifier-free guidance (0 = unconditional).
+        - ``classifier`` (a :class:`~gen_research.models.diffusion.NoisyClassifier` trained on this model's
+          noise schedule) adds classifier guidance of strength ``classifier_scale`` towards ``labels``; it
+          works for unconditional models too (then labels cycle over the classifier's classes).
+        - ``init_images`` (in [-1, 1], [N or 1, C, H, W]) with ``strength`` < 1 is img2img / SDEdit, with
+          ``known_mask`` (1 = keep that pixel) inpainting; both may be combined.
         """
         hp = self.hparams
         sampler = hp.sampler if sampler is None else sampler
         steps = hp.sampling_steps if steps is None else steps
         scale = hp.guidance_scale if guidance_scale is None else guidance_scale
         eta = hp.eta if eta is None else eta
+        if steps < 1:
+            raise GenResearchError(f"ddpm: sampling steps must be at least 1, got {steps}")
         scheduler = diffusion_sampling.make_scheduler(sampler, self.noise_scheduler.config)
-        if self.null_label is None:
-            if labels is not None:
-                raise GenResearchError("ddpm: labels given to an unconditional model; train with class_conditional: true")
-            denoise = lambda x, t: self(x, t)  # noqa: E731
-        else:
+        num_classes = hp.num_classes if self.null_label is not None else getattr(getattr(classifier, "hparams", None), "num_classes", None)
+        if labels is not None and num_classes is None:
+            raise GenResearchError("ddpm: labels given to an unconditional model without a classifier; train with class_conditional: true or pass a noisy classifier")
+        if num_classes is not None:
             if labels is None:
-                labels = torch.arange(num_samples) % hp.num_classes
+                labels = torch.arange(num_samples) % num_classes
             labels = torch.as_tensor(labels, dtype=torch.long, device=self.device)
             if len(labels) != num_samples:
                 raise GenResearchError(f"ddpm: got {len(labels)} labels for {num_samples} samples")
+            if bool((labels < 0).any() or (labels >= num_classes).any()):
+                raise GenResearchError(f"ddpm: labels must be classes 0..{num_classes - 1}")
+        if self.null_label is None:
+            if scale != 1.0 and guidance_scale is not None:
+                raise GenResearchError("ddpm: guidance_scale (classifier-free guidance) needs a class-conditional model; use a noisy classifier for an unconditional one")
+            denoise = lambda x, t: self(x, t)  # noqa: E731
+        else:
             denoise = partial(
                 diffusion_sampling.classifier_free_guidance, self, labels=labels, null_label=self.null_label, scale=scale
             )
+        if classifier is not None:
+            denoise = self._classifier_guided(denoise, classifier, labels, classifier_scale)
         shape = (num_samples, *self.image_shape)
         dtype = next(self.parameters()).dtype
         return diffusion_sampling.sample(
-            lambda x, t: denoise(x.to(dtype), t), scheduler, shape, steps, generator, self.device, eta=eta
+            lambda x, t: denoise(x.to(dtype), t), scheduler, shape, steps, generator, self.device, eta=eta,
+            init_images=init_images, strength=strength, known_mask=known_mask,
         )
+
+    def _classifier_guided(self, denoise: Any, classifier: Any, labels: torch.Tensor, scale: float) -> Any:
+        """``denoise`` steered by a noisy classifier trained on this model's noise schedule (checked)."""
+        theirs = getattr(classifier, "alphas_cumprod", None)
+        ours = self.noise_scheduler.alphas_cumprod
+        if theirs is None or theirs.shape != ours.shape or not torch.allclose(theirs.float().cpu(), ours.float().cpu(), atol=1e-6):
+            raise GenResearchError(
+                "classifier guidance: the classifier was trained on another noise schedule; train it with this "
+                f"model's num_train_timesteps ({self.hparams.num_train_timesteps}) and noise_schedule ({self.hparams.noise_schedule!r})"
+            )
+        classifier = classifier.to(self.device).eval()
+        return classifier_guidance(denoise, classifier, labels, scale, ours, self.hparams.prediction_type)
 
     # ---- Lightning hooks --------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
