@@ -2,8 +2,12 @@
 
     evaluate --config EXP --ckpt_path CKPT [--split val]      samples (EMA weights) vs the data module's split
     evaluate --real DIR --fake DIR                            two folders, like torch-fidelity's command line
+    evaluate --config EXP --ckpt_path CKPT --samplers ddim,dpm-solver++ --steps 10,20,50 --guidance-scales 1,2,4
+                                                              sampler sweep of a diffusion checkpoint
 
-Every number is keyed ``<metric>/<extractor>``; ``--json PATH`` writes them as one flat JSON object.
+Every number is keyed ``<metric>/<extractor>``; ``--json PATH`` writes them as one flat JSON object. The
+sampler sweep (any of --samplers/--steps/--guidance-scales; the others take the model's defaults) writes
+sweep.csv, sweep.json, fid_vs_nfe.png, guidance.png and sample grids into --out (gen_research.sampler_sweep).
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--nearest-k", type=int, default=5, help="k of precision/recall/density/coverage")
     features.add_argument("--is-splits", type=int, default=10)
     features.add_argument("--seed", type=int, default=0, help="seeds sampling and the metrics' subset draws")
+    sweep = parser.add_argument_group("sampler sweep (diffusion checkpoints; any of the first three turns it on)")
+    sweep.add_argument("--samplers", help="comma-separated diffusion samplers, e.g. ddim,dpm-solver++ (default: the model's)")
+    sweep.add_argument("--steps", help="comma-separated step counts, e.g. 10,20,50 (default: the model's sampling_steps)")
+    sweep.add_argument("--guidance-scales", dest="guidance_scales", help="comma-separated classifier-free guidance scales, e.g. 1,2,4 (default: the model's)")
+    sweep.add_argument("--eta", type=float, help="DDIM eta at every grid point (default: the model's)")
+    sweep.add_argument("--out", help="sweep output folder (new or empty); default runs/<experiment>/<timestamp>-sampler-sweep")
     run = parser.add_argument_group("running")
     run.add_argument("--batch-size", type=int, default=250)
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
@@ -51,8 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def evaluate_command(argv: list[str]) -> int:
+    from gen_research.sampler_sweep import check_arguments, parse_axes
+
     args = build_parser().parse_args(argv)
     folder_mode = bool(args.real or args.fake)
+    axes = parse_axes(args)  # None unless a sampler sweep was asked for
+    check_arguments(args, axes, folder_mode)
     if folder_mode == bool(args.config or args.ckpt_path) or (folder_mode and not (args.real and args.fake)) or (not folder_mode and not (args.config and args.ckpt_path)):
         raise GenResearchError("evaluate needs either --config EXP --ckpt_path CKPT, or --real DIR --fake DIR")
     if args.json and Path(args.json).exists():
@@ -87,6 +101,10 @@ def evaluate_command(argv: list[str]) -> int:
 
         cache = ReferenceCache(args.cache_dir)
     bar = lambda what: (lambda iterable: tqdm(iterable, desc=what, unit="batch", leave=False))  # noqa: E731
+    if axes is not None:
+        from gen_research.sampler_sweep import run_sampler_sweep
+
+        return run_sampler_sweep(args, axes, names, options, cache, bar, device)
     if folder_mode:
         evaluator, context = _evaluate_folders(args, make_evaluator, cache, bar)
     else:
