@@ -14,8 +14,8 @@ import sys
 from gen_research.errors import GenResearchError
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "sample", "export", "submit", "list")
-USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sample,export,submit,list} ...
+COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "sample", "export", "sweep", "submit", "list")
+USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sample,export,sweep,submit,list} ...
 
   fit       train:      --config experiments/quickstart.yaml [--model.init_args.beta=4] [--ckpt_path last]
   validate  validate a checkpoint: --config EXP --ckpt_path CKPT
@@ -24,7 +24,9 @@ USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sam
   evaluate  metrics (FID, KID, precision/recall, ...): --config EXP --ckpt_path CKPT | --real DIR --fake DIR
   sample    images from a checkpoint:  --config EXP --ckpt_path CKPT [--num-images N --seed S --out DIR]
   export    a diffusion checkpoint as a diffusers pipeline folder: --config EXP --ckpt_path CKPT --out DIR
+  sweep     a W&B sweep file, run locally: FILE [--count N --seed S --shard i/K] [--dry-run]
   submit    a fit as a SLURM job:      --config EXP [--nodes N --gpus-per-node G --time HH:MM:SS ...] [--dry-run]
+            sweep agents as a SLURM array: --sweep FILE_OR_WANDB_ID --array K [--count-per-task N] [--dry-run]
   list      registered names:      list [models|datamodules|samplers|features|metrics|callbacks|loggers|presets]
 
   python -m gen_research fit --help   shows every option of a subcommand."""
@@ -43,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
             from gen_research.launch.slurm import submit_command
 
             return submit_command(argv[1:])
+        if command == "sweep":
+            from gen_research.sweep_cli import sweep_command
+
+            return sweep_command(argv[1:])
         if command in ("evaluate", "sample", "export"):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             if command == "evaluate":

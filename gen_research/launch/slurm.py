@@ -1,12 +1,16 @@
-"""``python -m gen_research submit``: write an sbatch script for a fit and submit it to SLURM.
+"""``python -m gen_research submit``: write an sbatch script for a fit (or sweep agents) and submit it to SLURM.
 
     submit --config EXP [--nodes N --gpus-per-node G --cpus-per-task C --partition P --time HH:MM:SS
            --account A --mem M] [--dry-run] [fit overrides such as --model.init_args.beta=4]
+    submit --sweep FILE_OR_WANDB_SWEEP_ID --array K [--count-per-task N] [--seed S] [same resource options]
 
 One task per device (``srun`` starts them; Lightning's SLURMEnvironment reads the ranks). Before the time
 limit SLURM sends USR1 (``--signal=USR1@90``): Lightning saves an HPC checkpoint into the run folder and
 requeues the job (``--requeue``); the requeued job has the same job id, so it finds the same run folder
 (``runs/<name>/slurm-<jobid>``), restores the checkpoint there and continues the same W&B run.
+
+``--sweep`` submits a job array of K agents instead (gen_research/sweep/slurm_array.py): ``wandb agent`` for a W&B sweep id,
+``python -m gen_research sweep FILE --shard i/K`` for a local sweep file (the K tasks split the sweep).
 """
 
 from __future__ import annotations
@@ -25,7 +29,11 @@ from gen_research.errors import GenResearchError, OneLineArgumentParser
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog="python -m gen_research submit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", required=True, help="experiment YAML (may repeat, like fit)")
+    parser.add_argument("--config", action="append", help="experiment YAML (may repeat, like fit)")
+    parser.add_argument("--sweep", help="a sweep file (experiments/sweeps/*.yaml) or a W&B sweep id (entity/project/id): start agents")
+    parser.add_argument("--array", type=int, help="with --sweep: how many agents (SLURM array tasks) to start")
+    parser.add_argument("--count-per-task", type=int, help="with --sweep: runs per agent (wandb agent --count)")
+    parser.add_argument("--seed", type=int, help="with a local sweep file: seed of random/bayes proposals")
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--gpus-per-node", type=int, default=0, help="0: a CPU partition (then --tasks-per-node processes per node)")
     parser.add_argument("--tasks-per-node", type=int, help="processes per node on CPU partitions (default 1); GPUs: one per GPU")
@@ -78,6 +86,13 @@ def render_script(args: argparse.Namespace, overrides: list[str], name: str, wor
 
 def submit_command(argv: list[str]) -> int:
     args, overrides = build_parser().parse_known_args(argv)
+    if args.sweep is not None or args.config is None:
+        from gen_research.sweep.slurm_array import submit_sweep_array
+
+        return submit_sweep_array(args, overrides, write_and_submit)
+    for option in ("array", "count_per_task", "seed"):
+        if getattr(args, option) is not None:
+            raise GenResearchError(f"submit: --{option.replace('_', '-')} goes with --sweep; a single fit takes --config only")
     unknown = [o for o in overrides if o.startswith("--") and "." not in o.split("=")[0] and o.split("=")[0] not in ("--seed_everything", "--ckpt_path")]
     if unknown:
         raise GenResearchError(f"submit: unknown option {unknown[0]}; fit overrides look like --model.init_args.beta=4")
@@ -92,9 +107,16 @@ def submit_command(argv: list[str]) -> int:
     if args.dry_run:
         print(script)
         return 0
+    job, path = write_and_submit(script, Path(args.runs_root) / name)
+    folder = Path(args.runs_root) / name
+    print(f"Submitted job {job}: script {path}, log {folder}/slurm-{job}.log, run folder {folder}/slurm-{job}")
+    return 0
+
+
+def write_and_submit(script: str, folder: Path) -> tuple[str, Path]:
+    """Save the script in ``folder`` (never over an earlier one), run sbatch on it; return the job id and path."""
     if shutil.which("sbatch") is None:
         raise GenResearchError("sbatch not found: run submit on a SLURM login node, or pass --dry-run to see the script")
-    folder = Path(args.runs_root) / name
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"submit-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
     suffix = 1
@@ -106,5 +128,4 @@ def submit_command(argv: list[str]) -> int:
     if result.returncode != 0:
         raise GenResearchError(f"sbatch refused {path}: {(result.stderr or result.stdout).strip().splitlines()[-1]}")
     job = re.search(r"(\d+)", result.stdout)
-    print(f"Submitted job {job.group(1) if job else '?'}: script {path}, log {folder}/slurm-{job.group(1) if job else '%j'}.log, run folder {folder}/slurm-{job.group(1) if job else '<jobid>'}")
-    return 0
+    return (job.group(1) if job else "?"), path
