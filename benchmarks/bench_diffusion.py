@@ -1,0 +1,108 @@
+"""Benchmark: quality of the class-conditional DDPM of experiments/cfg_mnist5k.yaml after at most 60 CPU minutes.
+
+    python benchmarks/bench_diffusion.py                      # trains (max_time in the experiment), then measures
+    python benchmarks/bench_diffusion.py --ckpt RUN/checkpoints/last.ckpt --out DIR   # measures a trained model
+
+Three sampler sweeps (``evaluate --samplers ...``) of the same checkpoint, all with the features of the MNIST
+classifier in assets/, against the test split, with the same seed (same initial noise) at every point:
+
+1. DDIM at 10, 20, 50 and 100 steps and DPM-Solver++ at 10 and 20 steps, guidance scale 1 (plain conditional);
+2. DPM-Solver++ at 20 steps with classifier-free guidance scales 0 (unconditional), 1, 2, 3 and 4.
+
+and checks the claims of the diffusion issue: samples are labelled as their class by the classifier at least
+90% of the time at guidance scale >= 2; FID falls from DDIM 10 to DDIM 50 steps; DPM-Solver++ at 20 steps is
+within 10% of DDIM at 100 steps. It writes summary.json, fid_vs_nfe.png (both samplers in one plot) and the
+sweep folders into --out, and prints PASS/FAIL per claim. Not a test (it takes about an hour and a half on 2
+cores): docs/results.md reports its numbers, with the machine they were measured on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXPERIMENT = REPO / "experiments" / "cfg_mnist5k.yaml"
+FEATURES = ["--features", "classifier", "--feature-weights", str(REPO / "assets" / "classifier-mnist5k.ckpt"), "--split", "test"]
+FID = "fid/classifier-mnist5k"
+ACCURACY = "accuracy/classifier-mnist5k"
+
+
+def run(command: list[str]) -> None:
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, cwd=REPO, check=True)
+
+
+def train(out: Path) -> Path:
+    """Fit the experiment (its max_time bounds the wall clock) into out/runs; the last checkpoint."""
+    start = time.time()
+    run([sys.executable, "-m", "gen_research", "fit", "--config", str(EXPERIMENT), "--runs_root", str(out / "runs")])
+    print(f"trained in {(time.time() - start) / 60:.1f} min", flush=True)
+    return next((out / "runs").glob("*/*/checkpoints/last.ckpt"))
+
+
+def sweep(ckpt: Path, out: Path, num_images: int, *axes: str, metrics: str) -> list[dict[str, str]]:
+    run([sys.executable, "-m", "gen_research", "evaluate", "--config", str(EXPERIMENT), "--ckpt_path", str(ckpt), *FEATURES,
+         "--metrics", metrics, "--num-images", str(num_images), "--out", str(out), *axes])
+    with open(out / "sweep.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def plot_fid_vs_nfe(rows: list[dict[str, str]], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5, 3.5))
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot()
+    for sampler in sorted({row["sampler"] for row in rows}):
+        points = sorted((int(row["nfe"]), float(row[FID])) for row in rows if row["sampler"] == sampler)
+        axis.plot(*zip(*points), marker="o", label=sampler)
+    axis.set(xscale="log", xlabel="network evaluations per sample (NFE)", ylabel="FID (classifier features)",
+             title="cfg_mnist5k, guidance scale 1")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", help="a cfg_mnist5k checkpoint (default: train one first)")
+    parser.add_argument("--out", default=str(REPO / "runs" / "bench_diffusion" / time.strftime("%Y%m%d-%H%M%S")))
+    parser.add_argument("--num-images", type=int, default=500, help="samples per grid point (the test split holds 500)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = Path(args.ckpt) if args.ckpt else train(out)
+
+    steps = sweep(ckpt, out / "ddim-steps", args.num_images, "--samplers", "ddim", "--steps", "10,20,50,100",
+                  "--guidance-scales", "1", metrics="fid,precision,recall")
+    steps += sweep(ckpt, out / "dpm-steps", args.num_images, "--samplers", "dpm-solver++", "--steps", "10,20",
+                   "--guidance-scales", "1", metrics="fid,precision,recall")
+    guidance = sweep(ckpt, out / "guidance", args.num_images, "--samplers", "dpm-solver++", "--steps", "20",
+                     "--guidance-scales", "0,1,2,3,4", metrics="fid,precision,recall,is,accuracy")
+    plot_fid_vs_nfe(steps, out / "fid_vs_nfe.png")
+
+    fid = {(row["sampler"], int(row["steps"])): float(row[FID]) for row in steps}
+    accuracy = {float(row["guidance_scale"]): float(row[ACCURACY]) for row in guidance}
+    claims = {
+        "accuracy >= 0.90 at every guidance scale >= 2": all(acc >= 0.90 for scale, acc in accuracy.items() if scale >= 2),
+        "FID falls from DDIM 10 to DDIM 50 steps": fid[("ddim", 50)] < fid[("ddim", 10)],
+        "DPM-Solver++ 20 steps within 10% of DDIM 100 steps": fid[("dpm-solver++", 20)] <= 1.10 * fid[("ddim", 100)],
+    }
+    summary = {"checkpoint": str(ckpt), "num_images": args.num_images, "fid": {f"{s}-{n}": v for (s, n), v in fid.items()},
+               "accuracy_by_guidance_scale": accuracy, "claims": claims}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for claim, ok in claims.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {claim}")
+    print(f"results: {out}")
+    return 0 if all(claims.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
