@@ -1,4 +1,5 @@
-# gen_research: `make quickstart` trains the quickstart VAE; `make test` runs the test suite.
+# gen_research: `make quickstart` trains the quickstart VAE; `make test` runs the test suite;
+# `make test-slurm` runs the real-SLURM requeue test (root + apt-get: installs SLURM, a one-node cluster).
 # Both create .venv (pip install -e ".[dev]") when it is missing or pyproject.toml changed.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -7,7 +8,7 @@ VENV_PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv quickstart test test-fast clean-runs
+.PHONY: venv quickstart test test-fast test-slurm clean-runs
 
 venv: $(STAMP)
 
@@ -26,6 +27,10 @@ test: $(STAMP)
 # Unit tests only (skips the end-to-end CLI runs marked `integration`).
 test-fast: $(STAMP)
 	$(VENV_PYTHON) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+# A 2-task DDP job on a one-node SLURM cluster is sent USR1 mid-training, requeues and resumes (tests/slurm/).
+test-slurm: $(STAMP)
+	PYTHON=$(abspath $(VENV_PYTHON)) tests/slurm/run_requeue_test.sh
 
 clean-runs:
 	rm -rf runs

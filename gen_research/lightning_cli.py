@@ -15,6 +15,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from gen_research.callbacks.preemption import StepBoundaryRequeue
 from gen_research.callbacks.rng_state import RandomStateCheckpoint
 from gen_research.errors import GenResearchError
 from gen_research.parser_errors import condense_parser_error, signature_keys
@@ -173,6 +174,7 @@ class GenResearchCLI(LightningCLI):
         trainer_config = self._get(self.config_init, "trainer", default={})
         callbacks = list(trainer_config.get("callbacks") or [])
         callbacks.append(RandomStateCheckpoint())
+        callbacks.append(StepBoundaryRequeue())  # SLURM preemption: checkpoint at a step boundary (inert elsewhere)
         if trainer_config.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(RichProgressBar())
         if trainer_config.get("logger") not in (False, None) and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
@@ -231,7 +233,7 @@ def print_run_summary(trainer: Trainer, run_dir: Path | None) -> None:
     if run_dir is None:
         return
     lines = [f"\nRun folder: {run_dir}"]
-    configs = sorted(run_dir.glob("config*.yaml"))
+    configs = sorted(run_dir.glob("config*.yaml"), key=lambda p: p.stat().st_mtime_ns)  # a resumed run: config.resume-N.yaml
     if configs:
         lines.append(f"  config used:   {configs[-1]}")
     checkpoint = trainer.checkpoint_callback

@@ -15,6 +15,7 @@ from typing import Literal
 
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from gen_research.registry import LOGGERS
 
@@ -100,8 +101,9 @@ class WandbLogger(LightningWandbLogger):
     @property
     def experiment(self):  # type: ignore[override]
         run = LightningWandbLogger.experiment.fget(self)
-        # Recorded only once the W&B run really starts: a command that fails earlier writes nothing.
-        if not self._run_id_file.exists() and int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
+        # Recorded only once the W&B run really starts: a command that fails earlier writes nothing. Lightning
+        # touches `experiment` on every rank; only global rank 0 has the real run (srun sets no LOCAL_RANK).
+        if not self._run_id_file.exists() and rank_zero_only.rank == 0:
             self._run_id_file.parent.mkdir(parents=True, exist_ok=True)
             self._run_id_file.write_text(f"{self.version}\n")
         return run

@@ -41,8 +41,12 @@ def new_run_dir(runs_root: Path, experiment: str, subcommand: str) -> Path:
     if inherited:
         return Path(inherited)
     base = runs_root / experiment / _run_id(subcommand)
-    if base.name.startswith("slurm-") and base.is_dir():
-        return base  # a requeued SLURM job continues in its own folder
+    if base.name.startswith("slurm-"):
+        # All tasks of the job (which may create it at the same moment) and the requeued job share this folder.
+        if not base.is_dir():
+            base.mkdir(parents=True, exist_ok=True)
+            CREATED_RUN_DIRS.append(base)
+        return base
     candidate, suffix = base, 1
     while True:
         try:
