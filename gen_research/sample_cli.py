@@ -129,7 +129,7 @@ def sample_command(argv: list[str]) -> int:
             images.append(model.sample(count, generator=generator, **extra).float().clamp(-1, 1).cpu())
     images = torch.cat(images)
     if inputs is not None:  # what the model was given: masked-out pixels grey
-        shown = inputs if "known_mask" not in keywords else inputs * keywords["known_mask"].cpu()
+        shown = inputs if "known_mask" not in keywords else inputs * keywords["known_mask"]
         save_grid(shown.cpu(), out / "input.png", nrow=int(math.ceil(math.sqrt(len(images)))))
     for index, image in enumerate(images):
         save_grid(image[None], out / f"{index:05d}.png", nrow=1, padding=0)
