@@ -38,7 +38,12 @@ SCHEDULERS: dict[str, type] = {
     "pndm": PNDMScheduler,
 }
 # config set on top of the training config for some schedulers
-_OVERRIDES: dict[str, dict[str, Any]] = {"dpm-solver++": {"algorithm_type": "dpmsolver++"}, "pndm": {"skip_prk_steps": True}}
+# dpm-solver++: x0 predictions clipped to [-1, 1] (dynamic thresholding with max 1), as clip_sample does for ddpm/ddim;
+# without it, the first steps' x0 = (x - sigma eps) / alpha at alpha_bar ~ 0 (cosine schedule, t = T-1) blows up.
+_OVERRIDES: dict[str, dict[str, Any]] = {
+    "dpm-solver++": {"algorithm_type": "dpmsolver++", "thresholding": True, "sample_max_value": 1.0},
+    "pndm": {"skip_prk_steps": True},
+}
 # prediction types a scheduler cannot turn into a step (diffusers would raise mid-sampling)
 _UNSUPPORTED_PREDICTIONS = {"pndm": {"sample"}, "euler-ancestral": {"sample"}}
 
