@@ -1,4 +1,5 @@
-"""What every model family shares: seeded evaluation randomness and the AdamW + warm-up/cosine optimizer."""
+"""What every model family shares: seeded evaluation randomness, the AdamW + warm-up/cosine optimizer, and the
+Lightning steps of modules that are just a ``compute_losses`` (diffusion models, the noisy classifier)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,33 @@ def configure_adamw(module: L.LightningModule) -> dict[str, Any]:
     # partial of a module-level function (not a lambda) so the scheduler state stays picklable.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_lambda, warmup_steps=hp.warmup_steps, total_steps=total))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class LossSteps(SeededEvaluation):
+    """Mixin (list it before LightningModule) for a module whose ``compute_losses(x, labels, generator=None)``
+    returns a dict with ``loss`` and other scalars: trains on ``loss`` with the global (checkpointed) RNG,
+    validates and tests with the seeded evaluation generator, logs every key as ``<stage>/<key>``, and
+    optimizes with :func:`configure_adamw`."""
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, labels = batch
+        losses = self.compute_losses(x, labels)  # global RNG: part of the checkpointed training stream
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(x))
+        self.log_dict({f"train/{k}": v for k, v in losses.items() if k != "loss"}, batch_size=len(x))
+        return losses["loss"]
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        x, labels = batch
+        metrics = self.compute_losses(x, labels, generator=self.eval_generator())
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val", on_epoch=True,
+                      sync_dist=True, batch_size=len(x))
+        return metrics
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return configure_adamw(self)

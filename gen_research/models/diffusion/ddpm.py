@@ -11,7 +11,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from gen_research.errors import GenResearchError
-from gen_research.models.common import SeededEvaluation, configure_adamw
+from gen_research.models.common import LossSteps
 from gen_research.models.diffusion.pretrained import load_pipeline_weights
 from gen_research.registry import MODELS
 from gen_research.sampling import diffusion as diffusion_sampling
@@ -38,7 +38,7 @@ def unet_block_types(num_levels: int, attention_levels: list[int]) -> tuple[tupl
 
 
 @MODELS.register("ddpm", "denoising diffusion (diffusers UNet; eps/x0/v targets, min-SNR, CFG; ddim/dpm-solver++/euler/... samplers)")
-class DDPM(SeededEvaluation, L.LightningModule):
+class DDPM(LossSteps, L.LightningModule):
     """Denoising diffusion probabilistic model on a diffusers UNet2DModel."""
 
     has_prior: ClassVar[bool] = True  # sample() draws new images (used by sample_grid and metrics)
@@ -237,31 +237,6 @@ class DDPM(SeededEvaluation, L.LightningModule):
             )
         classifier = classifier.to(self.device).eval()
         return classifier_guidance(denoise, classifier, labels, scale, ours, self.hparams.prediction_type)
-
-    # ---- Lightning hooks --------------------------------------------------------------------------
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, labels = batch
-        losses = self.compute_losses(x, labels)  # global RNG: part of the checkpointed training stream
-        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(x))
-        self.log("train/mse", losses["mse"], batch_size=len(x))
-        return losses["loss"]
-
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
-        x, labels = batch
-        metrics = self.compute_losses(x, labels, generator=self.eval_generator())
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val", on_epoch=True,
-                      sync_dist=True, batch_size=len(x))
-        return metrics
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._eval_step(batch, "val")
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._eval_step(batch, "test")
-
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return configure_adamw(self)
 
 
 __all__ = ["DDPM", "min_snr_weights", "unet_block_types"]

@@ -8,7 +8,7 @@ gradient can steer that DDPM's sampler (see :func:`gen_research.sampling.guidanc
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import lightning.pytorch as L
 import torch
@@ -20,12 +20,12 @@ from torch import nn
 from gen_research.errors import GenResearchError
 from gen_research.models.diffusion.ddpm import BETA_SCHEDULES
 from gen_research.nets.conv import ConvEncoder
-from gen_research.models.common import SeededEvaluation, configure_adamw
+from gen_research.models.common import LossSteps
 from gen_research.registry import MODELS
 
 
 @MODELS.register("noisy_classifier", "time-conditioned classifier of noised images x_t (for diffusion classifier guidance)")
-class NoisyClassifier(SeededEvaluation, L.LightningModule):
+class NoisyClassifier(LossSteps, L.LightningModule):
     """Classifier p(y | x_t, t) of DDPM-noised images, trained with cross-entropy at uniform timesteps."""
 
 
@@ -97,31 +97,6 @@ class NoisyClassifier(SeededEvaluation, L.LightningModule):
         loss = F.cross_entropy(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean()
         return {"loss": loss, "acc": acc}
-
-    # ---- Lightning hooks --------------------------------------------------------------------------
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, labels = batch
-        metrics = self.compute_losses(x, labels)  # global RNG: part of the checkpointed training stream
-        self.log("train/loss", metrics["loss"], prog_bar=True, batch_size=len(x))
-        self.log("train/acc", metrics["acc"], batch_size=len(x))
-        return metrics["loss"]
-
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
-        x, labels = batch
-        metrics = self.compute_losses(x, labels, generator=self.eval_generator())
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val", on_epoch=True,
-                      sync_dist=True, batch_size=len(x))
-        return metrics
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._eval_step(batch, "val")
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._eval_step(batch, "test")
-
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return configure_adamw(self)
 
 
 __all__ = ["NoisyClassifier"]
