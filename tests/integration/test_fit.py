@@ -87,6 +87,19 @@ def test_interrupted_mid_epoch_and_resumed_run_ends_with_identical_weights(workd
     assert full["lr_schedulers"][0]["last_epoch"] == resumed["lr_schedulers"][0]["last_epoch"]
 
 
+def test_last_checkpoint_holds_the_final_step_when_training_stops_between_validations(workdir):
+    # 5 batches an epoch, validated (and last.ckpt written) at step 5; max_steps 7 stops in the middle of epoch 2.
+    # Lightning alone keeps the step-5 last.ckpt; sample/evaluate/export of "the last checkpoint" would miss 2 steps.
+    common = ["--config", TINY, "--trainer.enable_progress_bar=false", "--trainer.logger=false"]
+    assert run_in_process("fit", *common, "--trainer.max_steps=7") == 0
+    last = torch.load(only_run_dir(workdir, "tiny_vae") / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 7
+    # Written after the EMA weights were copied into the model at the end of training: still EMA as state_dict
+    # and the raw training weights (not the average again) as current_model_state, so a resume continues correctly.
+    ema, raw = last["state_dict"], last["current_model_state"]
+    assert ema.keys() == raw.keys() and not all(torch.equal(ema[k], raw[k]) for k in ema)
+
+
 def test_overrides_in_both_styles_reach_the_model(workdir, capsys):
     code = run_in_process("fit", "--config", TINY, "--model.init_args.beta", "4", "--model.latent_dim=3", "--print_config")
     assert code == 0
