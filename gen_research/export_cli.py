@@ -4,7 +4,9 @@
 
 The folder (model_index.json, unet/, scheduler/) holds the checkpoint's EMA weights when EMA was on and the
 experiment's noise schedule; ``diffusers.DiffusionPipeline.from_pretrained(DIR)`` loads and samples it
-without gen_research. Only unconditional models: diffusers' UNet pipelines take no class labels.
+without gen_research. Only unconditional models: diffusers' UNet pipelines take no class labels. Our DDIM sampler
+steps with the epsilon consistent with the clipped x0: call the DDIMPipeline with ``use_clipped_model_output=True``
+to get the same images.
 """
 
 from __future__ import annotations
@@ -44,5 +46,6 @@ def export_command(argv: list[str]) -> int:
     scheduler = make_scheduler(args.sampler, model.noise_scheduler.config)
     pipeline = getattr(diffusers, PIPELINES[args.sampler])(unet=model.unet.eval(), scheduler=scheduler)
     pipeline.save_pretrained(out)
-    print(f"diffusers pipeline ({PIPELINES[args.sampler]}) in {out}: DiffusionPipeline.from_pretrained({str(out)!r})")
+    how = ", then call it with use_clipped_model_output=True (as gen_research's ddim)" if args.sampler == "ddim" else ""
+    print(f"diffusers pipeline ({PIPELINES[args.sampler]}) in {out}: DiffusionPipeline.from_pretrained({str(out)!r}){how}")
     return 0

@@ -154,6 +154,10 @@ def sample(
     extra = {"generator": generator} if "generator" in accepts else {}
     if isinstance(scheduler, DDIMScheduler):
         extra["eta"] = eta
+        # With clip_sample, step from the clipped x0 AND the epsilon consistent with it; mixing the clipped x0 with the
+        # model's unclipped epsilon leaves x_t off the trajectory at every clipped step, so more steps drifted further
+        # (cfg_mnist5k: FID 28.8 at 10 DDIM steps, 81.8 at 100). diffusers' DDIMPipeline takes the same flag.
+        extra["use_clipped_model_output"] = True
     for i, t in enumerate(timesteps):
         x_in = scheduler.scale_model_input(x, t)
         out = denoise(x_in, t)

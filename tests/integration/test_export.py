@@ -18,7 +18,7 @@ import sys, numpy, torch
 from diffusers import DiffusionPipeline
 assert not any(name.startswith("gen_research") for name in sys.modules)
 pipe = DiffusionPipeline.from_pretrained(sys.argv[1])
-out = pipe(batch_size=4, generator=torch.Generator().manual_seed(11), num_inference_steps=5, eta=0.0, output_type="np")
+out = pipe(batch_size=4, generator=torch.Generator().manual_seed(11), num_inference_steps=5, eta=0.0, use_clipped_model_output=True, output_type="np")
 numpy.save(sys.argv[2], out.images)
 assert not any(name.startswith("gen_research") for name in sys.modules)
 """
