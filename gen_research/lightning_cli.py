@@ -15,7 +15,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from gen_research.callbacks import checkpoint as final_checkpoint
+from gen_research.callbacks.checkpoint import ModelCheckpoint as FinalStepCheckpoint
 from gen_research.callbacks.preemption import StepBoundaryRequeue
 from gen_research.callbacks.rng_state import RandomStateCheckpoint
 from gen_research.errors import GenResearchError
@@ -106,7 +106,7 @@ class GenResearchCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--name", type=str | None, default=None, help="Experiment name: runs go to <runs_root>/<name>/. Default: the last --config file's name.")
         parser.add_argument("--runs_root", type=str, default="runs", help="Folder holding all experiments' run folders.")
-        parser.add_lightning_class_args(final_checkpoint.ModelCheckpoint, "checkpoint")  # last.ckpt = the final step
+        parser.add_lightning_class_args(FinalStepCheckpoint, "checkpoint")  # Lightning's, with last.ckpt = the final step
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/loss",
