@@ -73,17 +73,60 @@ def run_dir_of_checkpoint(ckpt_path: Path) -> Path | None:
     return None
 
 
-def find_last_checkpoint(runs_root: Path, experiment: str) -> Path:
-    """``--ckpt_path last``: the newest ``last.ckpt`` among the experiment's runs."""
-    candidates = sorted(
-        (runs_root / experiment).glob(f"*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}"), key=lambda p: p.stat().st_mtime
-    )
-    if not candidates:
+def checkpoint_files(run_dir: Path) -> list[Path]:
+    """Every checkpoint a run folder holds, whatever Lightning named it: ``checkpoints/*.ckpt`` (``last.ckpt``,
+    ``last-v1.ckpt``, ``best-*.ckpt``, step checkpoints) and SLURM's ``hpc_ckpt_*.ckpt`` in the folder itself."""
+    found = list((run_dir / CHECKPOINT_DIR).glob("*.ckpt")) + list(run_dir.glob("hpc_ckpt_*.ckpt"))
+    return [path for path in found if path.is_file()]
+
+
+def _global_step(path: Path) -> int | None:
+    """The checkpoint's global step, or None if it cannot be read (truncated, foreign, not a Lightning file)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        step = checkpoint["global_step"]
+        return int(step)
+    except Exception:  # torch raises many types for a damaged file
+        return None
+
+
+def newest_valid_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint of ``run_dir`` with the highest global step (ties: the one written last), or None if it
+    has none. An unreadable checkpoint written after it (a truncated copy, a damaged disk) is never silently
+    skipped: that is an error naming both files, so the user decides."""
+    readable: list[tuple[int, int, Path]] = []
+    unreadable: list[tuple[int, Path]] = []
+    for path in checkpoint_files(run_dir):
+        mtime = path.stat().st_mtime_ns
+        step = _global_step(path)
+        if step is None:
+            unreadable.append((mtime, path))
+        else:
+            readable.append((step, mtime, path))
+    best = max(readable, default=None, key=lambda item: (item[0], item[1]))
+    newer_damaged = [path for mtime, path in sorted(unreadable) if best is None or mtime > best[1]]
+    if newer_damaged:
+        offer = f"the newest valid one is {best[2]} (step {best[0]}): pass --ckpt_path {best[2]}" if best else "no valid checkpoint remains in this run"
         raise GenResearchError(
-            f"--ckpt_path last: no {LAST_CHECKPOINT} under {runs_root / experiment}/*/{CHECKPOINT_DIR}; "
+            f"checkpoint {newer_damaged[-1]} cannot be read (truncated or damaged); {offer}, or move the damaged file away"
+        )
+    return best[2] if best else None
+
+
+def find_last_checkpoint(runs_root: Path, experiment: str) -> Path:
+    """``--ckpt_path last``: the newest valid checkpoint (by global step) of the experiment's latest run, the
+    run whose checkpoints were written last."""
+    runs = [path for path in (runs_root / experiment).glob("*") if path.is_dir() and checkpoint_files(path)]
+    if not runs:
+        raise GenResearchError(
+            f"--ckpt_path last: no checkpoint under {runs_root / experiment}/*/{CHECKPOINT_DIR}; "
             "run fit without --ckpt_path first, or pass a checkpoint file"
         )
-    return candidates[-1]
+    latest_run = max(runs, key=lambda run: max(path.stat().st_mtime_ns for path in checkpoint_files(run)))
+    newest = newest_valid_checkpoint(latest_run)
+    if newest is None:  # only damaged files: newest_valid_checkpoint already raised
+        raise GenResearchError(f"--ckpt_path last: no valid checkpoint in {latest_run}")
+    return newest
 
 
 def read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
