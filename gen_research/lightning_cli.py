@@ -128,6 +128,12 @@ class GenResearchCLI(LightningCLI):
     # ------------------------------------------------------------------------------------ run folder
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        # Checks and choices made on the parsed config, before anything is built or written (one step a line).
+        self._resolve_checkpoint(config)
+        self._choose_run_dir(config)
+
+    def _resolve_checkpoint(self, config: Namespace) -> None:
+        """``--ckpt_path last|best|PATH`` -> a checkpoint file, read and checked before anything runs."""
         experiment = config.name or "default"
         runs_root = Path(config.runs_root)
         ckpt = config.get("ckpt_path")
@@ -137,6 +143,11 @@ class GenResearchCLI(LightningCLI):
         if ckpt and ckpt not in LIGHTNING_CKPT_KEYWORDS + ("last",):
             self.checkpoint_path = Path(ckpt)
             self.checkpoint = read_checkpoint(self.checkpoint_path)
+
+    def _choose_run_dir(self, config: Namespace) -> None:
+        """A fresh run folder, or the resumed run's own for ``fit`` from one of its checkpoints."""
+        experiment = config.name or "default"
+        runs_root = Path(config.runs_root)
         resumed_dir = run_dir_of_checkpoint(self.checkpoint_path) if self.checkpoint_path else None
         if self.subcommand == "fit" and resumed_dir is not None:
             self.run_dir = resumed_dir
