@@ -20,6 +20,7 @@ from gen_research.callbacks.preemption import StepBoundaryRequeue
 from gen_research.callbacks.rng_state import RandomStateCheckpoint
 from gen_research.errors import GenResearchError
 from gen_research.parser_errors import condense_parser_error, signature_keys
+from gen_research.precision import accept_auto_precision, resolve_auto_precision
 from gen_research.run_folder import (
     CHECKPOINT_DIR,
     RUN_DIR_ENV,
@@ -107,6 +108,7 @@ class GenResearchCLI(LightningCLI):
         parser.add_argument("--name", type=str | None, default=None, help="Experiment name: runs go to <runs_root>/<name>/. Default: the last --config file's name.")
         parser.add_argument("--runs_root", type=str, default="runs", help="Folder holding all experiments' run folders.")
         parser.add_lightning_class_args(FinalStepCheckpoint, "checkpoint")  # Lightning's, with last.ckpt = the final step
+        accept_auto_precision(parser)  # trainer.precision: auto (gen_research/precision.py)
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/loss",
@@ -129,6 +131,7 @@ class GenResearchCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         # Checks and choices made on the parsed config, before anything is built or written (one step a line).
+        resolve_auto_precision(config)  # trainer.precision: auto -> bf16-mixed or 32-true for this machine
         self._resolve_checkpoint(config)
         self._choose_run_dir(config)
 
