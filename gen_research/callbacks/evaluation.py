@@ -28,7 +28,9 @@ class EvaluationCallback(Callback):
 
     It runs inside validation (on its first batch), when an EMA callback has swapped its weights in. Under
     DDP each process generates its share and torchmetrics gathers the states; reference outputs are cached.
-    Models without a prior (ae, dae) are evaluated on their reconstructions of the split.
+    The samples are the same set whatever the number of processes (see :meth:`_rank_samples`), so a metric
+    under DDP equals the single-process one. Models without a prior (ae, dae) are evaluated on their
+    reconstructions of the split.
     """
 
     def __init__(
@@ -86,6 +88,20 @@ class EvaluationCallback(Callback):
             # Every process computed the same gathered value: no further reduction.
             pl_module.log(key, value, on_step=False, on_epoch=True, sync_dist=False)
 
+    def _rank_samples(self, pl_module: pl.LightningModule, rank: int, world: int, with_labels: bool) -> Any:
+        """This process's samples of a set that does not depend on the number of processes.
+
+        The ``num_samples`` samples are cut into chunks of ``batch_size``; chunk k is drawn with its own generator
+        (seed ``seed + 7919 k``, classes from k * batch_size on) and process r draws chunks r, r + world, ...
+        Distinct ranks therefore never draw the same noise, and 1 or N processes generate the same images.
+        """
+        num_chunks = -(-self.num_samples // self.batch_size)
+        for chunk in range(rank, num_chunks, world):
+            first = chunk * self.batch_size
+            count = min(self.batch_size, self.num_samples - first)
+            yield from generated_batches(pl_module, count, self.batch_size, seed=self.seed + 7919 * chunk,
+                                         with_labels=with_labels, first_label=first)
+
     @torch.no_grad()
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         if self._extractor is None:
@@ -109,9 +125,8 @@ class EvaluationCallback(Callback):
                 self._reals = reference_outputs(evaluator, lambda: image_batches(reference_set, self.batch_size, num_reference, with_labels), key, cache)
             for chunk in batched(shard(self._reals, rank, world), 1000):
                 evaluator.add_outputs(chunk, "real")
-        share = self.num_samples // world + (1 if rank < self.num_samples % world else 0)
         if getattr(pl_module, "has_prior", False):
-            fakes = generated_batches(pl_module, share, self.batch_size, seed=self.seed + 7919 * rank, with_labels=with_labels)
+            fakes = self._rank_samples(pl_module, rank, world, with_labels)
         else:
             local = torch.utils.data.Subset(reference_set, range(rank, num_reference, world))
             fakes = (recon for recon, _ in reconstructed_batches(pl_module, image_batches(local, self.batch_size)))

@@ -91,11 +91,11 @@ def samples_by_class(model: Any) -> bool:
 
 
 def generated_batches(model: Any, num_images: int, batch_size: int, seed: int, sampler: Any | None = None,
-                      with_labels: bool = False) -> Iterator[Any]:
+                      with_labels: bool = False, first_label: int = 0) -> Iterator[Any]:
     """``num_images`` samples from a model's prior, drawn with a generator seeded by ``seed``.
 
-    With ``with_labels`` the model must be class-conditional; classes are drawn in turn (0, 1, ..., C-1, 0, ...)
-    so every class gets the same share, and batches are (images, labels).
+    With ``with_labels`` the model must be class-conditional; classes are drawn in turn (``first_label``, then
+    the next, ... modulo C) so every class gets the same share, and batches are (images, labels).
     """
     if not getattr(model, "has_prior", False):
         raise GenResearchError(f"{type(model).__name__} cannot generate new images (no prior); evaluate its reconstructions instead")
@@ -108,7 +108,7 @@ def generated_batches(model: Any, num_images: int, batch_size: int, seed: int, s
         while done < num_images:
             count = min(batch_size, num_images - done)
             if with_labels:
-                labels = torch.arange(done, done + count, device=device) % int(model.num_classes)
+                labels = torch.arange(first_label + done, first_label + done + count, device=device) % int(model.num_classes)
                 yield model.sample(count, generator=generator, labels=labels).float().clamp(-1, 1), labels
             else:
                 images = sampler(model, count, generator=generator) if sampler is not None else model.sample(count, generator=generator)
