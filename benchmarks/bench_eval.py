@@ -7,7 +7,7 @@ Each variant runs in its own process, so its peak resident memory (ru_maxrss) is
 ``inception-random`` is the FID InceptionV3 architecture with random weights: the same compute as the real
 network (the official weights cannot be downloaded here), so timings are realistic and metric values are
 not. ``classifier`` uses assets/classifier-mnist5k.ckpt on 28x28 images. Not a test: results go to
-docs/results.md by hand, with the machine they were measured on.
+docs/results.md by hand, with the machine they were measured on (the first printed line names the CPU).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from gen_research.precision import describe_cpu
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = ["fid", "kid", "is", "precision", "recall", "density", "coverage"]
@@ -142,6 +144,8 @@ def main() -> None:
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             measured[variant] = json.loads(output.strip().splitlines()[-1])
     shared, separate = measured["shared"], measured["separate"]
+    machine = describe_cpu()  # evaluation runs in fp32; the CPU model still decides the timings
+    print(f"CPU: {machine['cpu']}; native bf16: {'yes (' + ', '.join(machine['bf16_flags']) + ')' if machine['bf16_native'] else 'no'}")
     print(f"extractor {args.extractor}, {args.num_images} real + {args.num_images} generated images, {args.threads} threads")
     print("| variant | time (s) | peak RSS (MiB) |\n| --- | --- | --- |")
     for name, row in (("one shared feature pass (gen_research)", shared), ("torchmetrics metrics one by one", separate)):
@@ -150,6 +154,7 @@ def main() -> None:
     for key in ("fid", "precision", "recall", "density", "coverage"):
         ours = next(v for k, v in shared["results"].items() if k.startswith(key + "/"))
         print(f"{key}: shared {ours:.6g}  separate {separate['results'][key]:.6g}")
+    print(json.dumps({"machine": machine, "threads": args.threads, "shared": shared, "separate": separate}))  # all of it, for the record
 
 
 if __name__ == "__main__":
