@@ -127,9 +127,10 @@ def sample(
 
     - img2img / SDEdit (``strength`` < 1): start from the input images noised to the timestep where the
       last ``strength`` fraction of the steps begins (:func:`start_index`);
-    - inpainting (``known_mask``, 1 = known pixel, broadcastable to ``shape``): after every step the known
-      pixels (mask > 0.5 is treated as known: binary masks) are replaced by the input noised afresh to the next step's level, q(x_t | x_0) (RePaint's
-      replacement, Lugmayr et al. 2022, without resampling); after the last step they are the input exactly.
+    - inpainting (``known_mask``, 1 = known pixel, broadcastable to ``shape``): the known pixels (mask > 0.5 is
+      treated as known: binary masks) start as the input noised to the first step's level and, after every step,
+      are replaced by the input noised afresh to the next step's level, q(x_t | x_0) (RePaint's replacement,
+      Lugmayr et al. 2022, without resampling); after the last step they are the input exactly.
     """
     if generator is None:  # fresh entropy without a draw from the global RNG
         generator = torch.Generator(device="cpu")
@@ -150,6 +151,8 @@ def sample(
         x = scheduler.add_noise(init_images, noise, timesteps[:1].repeat(shape[0]))
     else:
         x = noise * scheduler.init_noise_sigma
+    if known_mask is not None:  # the known pixels start on q(x_t | x_0) too, not as pure noise (abar_T > 0)
+        x = torch.where(known_mask.to(device) > 0.5, scheduler.add_noise(init_images, noise, timesteps[:1].repeat(shape[0])).to(x.dtype), x)
     accepts = inspect.signature(scheduler.step).parameters  # deterministic ones (heun, pndm) take no generator
     extra = {"generator": generator} if "generator" in accepts else {}
     if isinstance(scheduler, DDIMScheduler):
