@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -135,3 +137,60 @@ def resolve_class_path(value: str, registries: tuple[Registry, ...] | None = Non
             return registry.entry(value).class_path
     # Unknown: report against the most relevant registry (the first one searched).
     raise GenResearchError(searched[0].unknown_name_message(value))
+
+
+# ---- which class paths a config may name ------------------------------------------------------------
+# A class_path is imported (and so runs module code) when the config is parsed. Only these modules, the
+# registered classes, and the modules the user lists (an experiment's ``imports:``, $GEN_RESEARCH_IMPORTS)
+# may be named; see docs/security.md.
+TRUSTED_MODULES = (
+    "gen_research",
+    "torch",
+    "lightning",
+    "lightning_fabric",
+    "pytorch_lightning",
+    "diffusers",
+    "transformers",
+    "torchmetrics",
+)
+IMPORTS_ENV = "GEN_RESEARCH_IMPORTS"
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def module_names(value: Any, where: str) -> tuple[str, ...]:
+    """A list of module prefixes (``imports:`` or $GEN_RESEARCH_IMPORTS), checked to be dotted names."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise GenResearchError(f"{where} must be a list of module names, e.g. [my_package, other_package.models]")
+    names = tuple(v.strip() for v in value if v.strip())
+    bad = [name for name in names if not _MODULE_NAME.fullmatch(name)]
+    if bad:
+        raise GenResearchError(f"{where}: {bad[0]!r} is not a module name; list importable module prefixes such as my_package")
+    return names
+
+
+def env_imports() -> tuple[str, ...]:
+    """The module prefixes allowed by ``$GEN_RESEARCH_IMPORTS`` (comma-separated)."""
+    raw = os.environ.get(IMPORTS_ENV, "")
+    return module_names(raw.split(","), f"${IMPORTS_ENV}") if raw.strip() else ()
+
+
+def is_allowed_class_path(class_path: str, imports: tuple[str, ...] = ()) -> bool:
+    """Registered classes, the trusted libraries and the listed modules (a prefix matches whole name parts)."""
+    if any(entry.class_path == class_path for registry in all_class_registries() for entry in registry):
+        return True
+    prefixes = TRUSTED_MODULES + env_imports() + tuple(imports)
+    return any(class_path == prefix or class_path.startswith(prefix + ".") for prefix in prefixes)
+
+
+def check_class_path(class_path: str, where: str, imports: tuple[str, ...] = ()) -> None:
+    """Refuse (one line) a class path outside the allowed modules, before anything imports it."""
+    if is_allowed_class_path(class_path, imports):
+        return
+    package = class_path.split(".", 1)[0]
+    raise GenResearchError(
+        f"class path {class_path!r} ({where}) is not imported: only registered names, gen_research, torch, lightning, "
+        f"diffusers, transformers, torchmetrics and listed modules are; if you trust {package}, add `imports: [{package}]` "
+        f"to the experiment file or set {IMPORTS_ENV}={package} (docs/security.md)"
+    )

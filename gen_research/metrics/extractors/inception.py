@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from gen_research.errors import GenResearchError
 from gen_research.metrics.base import as_rgb
 from gen_research.metrics.extractors.common import FrozenExtractor, reject, sha256_file
 from gen_research.registry import FEATURES
+from gen_research.safe_load import load_plain
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_SHA256_PREFIX = "6726825d"  # the hash prefix in the official file name
@@ -85,8 +87,14 @@ class InceptionFeatures(FrozenExtractor):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         try:
-            # A path is given, so torch-fidelity never downloads; its torch.load runs only on a file whose hash was checked.
-            self.net = FeatureExtractorInceptionV3(TORCH_FIDELITY_NAME, list(FEATURES_LIST), feature_extractor_weights_path=str(path))
+            # torch-fidelity unpickles its weights with weights_only=False (a 32-bit hash prefix is no protection):
+            # read the file as plain tensors here and hand it those, re-serialised in memory (never downloads).
+            plain = io.BytesIO()
+            torch.save(load_plain(path, "InceptionV3 weights"), plain)
+            plain.seek(0)
+            self.net = FeatureExtractorInceptionV3(TORCH_FIDELITY_NAME, list(FEATURES_LIST), feature_extractor_weights_path=plain)
+        except GenResearchError:  # needs pickled objects: refused, named
+            raise
         except Exception as error:  # a foreign or truncated file: torch.load / load_state_dict raise many types
             raise GenResearchError(
                 f"cannot load InceptionV3 weights from {path} ({type(error).__name__}); use the official {WEIGHTS_FILE} ({WEIGHTS_URL})"

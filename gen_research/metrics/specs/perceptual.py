@@ -29,6 +29,7 @@ from gen_research.errors import GenResearchError
 from gen_research.metrics.base import EvalOptions, FeatureExtractor, as_rgb
 from gen_research.metrics.specs._common import Spec, to_float
 from gen_research.registry import METRICS
+from gen_research.safe_load import load_plain
 
 # torchvision's file names; the part after the last "-" is the sha256 prefix of the file.
 BACKBONE_FILES = {
@@ -84,9 +85,11 @@ def load_lpips(net: str = "alex", resize: int | None = None) -> _NoTrainLpips:
     with torch.random.fork_rng(devices=[]):
         module = _NoTrainLpips(pretrained=True, net=net, pnet_rand=True, resize=resize)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_plain(path, "LPIPS backbone")  # weights_only: a file needing pickled objects is refused
+    except GenResearchError:
+        raise
     except Exception as err:  # a truncated or foreign file: say which one
-        raise GenResearchError(f"cannot read LPIPS backbone {path} ({type(err).__name__}: {err}); replace the file "
+        raise GenResearchError(f"cannot read LPIPS backbone {path} ({type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}); replace the file "
                                f"with {DOWNLOAD_URL.format(BACKBONE_FILES[net])}") from None
     # The slices keep torchvision's indices: slice1.0.weight / slices.0.0.weight <- features.0.weight.
     wanted = {}
