@@ -79,7 +79,7 @@ def test_sweep_writes_table_plots_samples_and_a_wandb_run(trained, workdir, monk
         assert all(math.isfinite(float(row[key])) for key in METRIC_KEYS), row
         assert int(row["nfe"]) == int(row["steps"])  # one network call a step for both samplers
         assert float(row["nfe_weighted"]) == int(row["steps"]) * float(row["guidance_scale"])  # w=2: doubled batches
-        assert 0 <= float(row["accuracy/classifier-digits8"]) <= 1 and float(row["sampling_seconds"]) > 0
+        assert 0 <= float(row["accuracy/classifier-digits8"]) <= 1  # (sampling_seconds is a wall-clock time: not asserted)
     assert json.loads((out / "sweep.json").read_text())["rows"][3]["nfe"] == 4
     pngs = [out / "fid_vs_nfe.png", out / "guidance.png", *sorted((out / "samples").glob("*.png"))]
     assert len(pngs) == 10 and (out / "samples" / "dpm-solver++-4-w2.png") in pngs
