@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from gen_research.atomic_files import atomic_write_text
 from gen_research.registry import LOGGERS
 
 WANDB_HOST = "api.wandb.ai"
@@ -55,8 +56,9 @@ def choose_wandb_mode(mode: str) -> str:
 def _run_id_for(save_dir: Path) -> str:
     """The W&B run id of this run folder: the one a previous attempt recorded, else a new one."""
     id_file = save_dir / RUN_ID_FILE
-    if id_file.is_file():
-        return id_file.read_text().strip()
+    recorded = id_file.read_text(errors="replace").strip() if id_file.is_file() else ""
+    if recorded:  # an empty file (written by an older, non-atomic version when killed) counts as none
+        return recorded
     return os.environ.get("WANDB_RUN_ID") or uuid.uuid4().hex[:12]
 
 
@@ -104,8 +106,8 @@ class WandbLogger(LightningWandbLogger):
         # Recorded only once the W&B run really starts: a command that fails earlier writes nothing. Lightning
         # touches `experiment` on every rank; only global rank 0 has the real run (srun sets no LOCAL_RANK).
         if not self._run_id_file.exists() and rank_zero_only.rank == 0:
-            self._run_id_file.parent.mkdir(parents=True, exist_ok=True)
-            self._run_id_file.write_text(f"{self.version}\n")
+            # Atomic: a kill mid-write never leaves an empty id that would make the resumed run a new W&B run.
+            atomic_write_text(self._run_id_file, f"{self.version}\n")
         return run
 
 

@@ -48,3 +48,16 @@ def test_csv_logger_writes_into_run_folder(tmp_path):
     logger.save()
     text = (tmp_path / "metrics.csv").read_text()
     assert "val/loss" in text and "1.5" in text
+
+
+def test_wandb_run_id_file_is_written_atomically_and_an_empty_one_is_ignored(clean_env, tmp_path):
+    run_dir = tmp_path / "exp" / "run2"
+    run_dir.mkdir(parents=True)
+    (run_dir / "wandb_run_id").write_text("\n")  # left by a kill mid-write of an older version
+    logger = WandbLogger(save_dir=str(run_dir))
+    assert logger.version and len(logger.version) == 12
+    (run_dir / "wandb_run_id").unlink()
+    logger.experiment
+    logger.experiment.finish()
+    assert (run_dir / "wandb_run_id").read_text() == f"{logger.version}\n"
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".tmp-")]

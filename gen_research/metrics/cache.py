@@ -2,9 +2,14 @@
 
 A file is reused only when every key part is identical: dataset, split, number of images,
 preprocessing/resize, the extractor's ``cache_key()`` (name, weights sha256, input handling) and a
-fingerprint of the data. The file name is a readable prefix (extractor + dataset) plus the sha256 of the
-canonical JSON of all key parts; a ``.json`` sidecar lists the parts for humans. Writes are atomic; an
-unreadable file counts as missing (recomputed, with one warning), never as an error.
+fingerprint of every reference image (see :func:`gen_research.metrics.sources.dataset_fingerprint`). The file
+name is a readable prefix (extractor + dataset) plus the sha256 of the canonical JSON of all key parts; a
+``.json`` sidecar lists the parts for humans.
+
+A file is trusted only when its format version is this code's and the sha256 of its tensors (names, dtypes,
+shapes and bytes, stored in the file) matches: a flipped bit or a file of another version is reported in one
+warning naming the file and recomputed (then rewritten), never used, never an error. Writes are atomic
+(:mod:`gen_research.atomic_files`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import json
 import os
 import re
 import sysconfig
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,11 +26,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gen_research.atomic_files import atomic_write_text, atomic_write_with
 from gen_research.errors import GenResearchError
 
 CACHE_ENV = "GEN_RESEARCH_CACHE"
 DEFAULT_ROOT = "~/.cache/gen_research/reference"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: whole-set fingerprint in the key, content checksum in the file
 
 
 def canonical_key(key_parts: dict[str, Any]) -> dict[str, str]:
@@ -39,6 +44,17 @@ def canonical_key(key_parts: dict[str, Any]) -> dict[str, str]:
 def key_digest(key_parts: dict[str, Any]) -> str:
     text = json.dumps(canonical_key(key_parts), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def outputs_digest(outputs: dict[str, Tensor]) -> str:
+    """sha256 of a set of tensors: each name, dtype, shape and the raw bytes of its values, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(outputs):
+        tensor = outputs[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}\n".encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # no copy of the bytes
+    return digest.hexdigest()
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -73,7 +89,7 @@ class ReferenceCache:
                 f"reference cache folder {self.root} is inside installed code ({where}); "
                 f"set {CACHE_ENV} to a folder of your own, e.g. {Path(DEFAULT_ROOT).expanduser()}"
             )
-        self._warned = False
+        self._warned: set[str] = set()
 
     # ---- naming -------------------------------------------------------------------------------------
     def path_for(self, key_parts: dict[str, Any]) -> Path:
@@ -87,13 +103,20 @@ class ReferenceCache:
 
     # ---- reading ------------------------------------------------------------------------------------
     def load(self, key_parts: dict[str, Any]) -> dict[str, Tensor] | None:
-        """The stored outputs for exactly these key parts, or None (missing or unreadable: recompute)."""
+        """The stored outputs for exactly these key parts, or None (missing, unreadable, another format version
+        or a checksum mismatch: the caller recomputes and saves over the file)."""
         path = self.path_for(key_parts)
         if not path.is_file():
             return None
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(payload, dict) or payload.get("key_parts") != canonical_key(key_parts):
+            if not isinstance(payload, dict):
+                raise ValueError("not a reference cache file")
+            if str(payload.get("format")) != FORMAT_VERSION:
+                self._warn(f"reference cache file {path} has format version {payload.get('format')!r}, this version reads "
+                           f"{FORMAT_VERSION!r}; recomputing")
+                return None
+            if payload.get("key_parts") != canonical_key(key_parts):
                 raise ValueError("key parts stored in the file differ from its name")
             outputs = payload["outputs"]
             if not isinstance(outputs, dict) or not outputs or not all(
@@ -102,52 +125,43 @@ class ReferenceCache:
                 raise ValueError("no tensors")
             if len({len(v) for v in outputs.values()}) != 1:
                 raise ValueError("outputs of different lengths")
+            if payload.get("sha256") != outputs_digest(outputs):
+                self._warn(f"reference cache file {path} is damaged (sha256 of its statistics does not match the one "
+                           "stored when it was written); recomputing")
+                return None
         except Exception as error:  # truncated / foreign / tampered file: recompute rather than crash
             self._warn(f"ignoring unreadable reference cache file {path} ({type(error).__name__}: {error}); recomputing")
             return None
         return outputs
 
     def _warn(self, message: str) -> None:
-        if not self._warned:
+        """One warning per damaged file and cache object (the same file is read once per set and evaluation)."""
+        if message not in self._warned:
             warnings.warn(message, RuntimeWarning, stacklevel=3)
-            self._warned = True
+            self._warned.add(message)
 
     # ---- writing ------------------------------------------------------------------------------------
     def save(self, key_parts: dict[str, Any], outputs: dict[str, Tensor]) -> Path:
-        """Store ``outputs`` (atomically: temp file in the same folder, then os.replace) and a JSON sidecar."""
+        """Store ``outputs`` with their sha256 (atomically: temp file in the same folder, fsync, rename) and a JSON
+        sidecar; replaces a damaged or outdated file of the same key."""
         parts = canonical_key(key_parts)
         if not outputs or not all(isinstance(v, Tensor) for v in outputs.values()):
             raise ValueError("outputs must be a non-empty dict of tensors")
         path = self.path_for(parts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "format": FORMAT_VERSION,
-            "key_parts": parts,
-            "outputs": {str(k): v.detach().cpu().contiguous() for k, v in outputs.items()},
-        }
-        self._atomic_write(path, lambda handle: torch.save(payload, handle))
+        stored = {str(k): v.detach().cpu().contiguous() for k, v in outputs.items()}
+        checksum = outputs_digest(stored)
+        payload = {"format": FORMAT_VERSION, "key_parts": parts, "outputs": stored, "sha256": checksum}
+        atomic_write_with(path, lambda handle: torch.save(payload, handle))
         sidecar = {
             "file": path.name,
+            "format": FORMAT_VERSION,
             "key_sha256": key_digest(parts),
             "key_parts": parts,
-            "outputs": {k: list(v.shape) for k, v in payload["outputs"].items()},
+            "outputs": {k: list(v.shape) for k, v in stored.items()},
+            "outputs_sha256": checksum,
         }
-        text = json.dumps(sidecar, indent=2, sort_keys=True) + "\n"
-        self._atomic_write(self.sidecar_for(path), lambda handle: handle.write(text.encode()))
+        atomic_write_text(self.sidecar_for(path), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
         return path
 
-    @staticmethod
-    def _atomic_write(path: Path, write: Any) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
-
-__all__ = ["CACHE_ENV", "DEFAULT_ROOT", "ReferenceCache", "canonical_key", "key_digest"]
+__all__ = ["CACHE_ENV", "DEFAULT_ROOT", "FORMAT_VERSION", "ReferenceCache", "canonical_key", "key_digest", "outputs_digest"]

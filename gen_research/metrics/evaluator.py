@@ -165,11 +165,19 @@ def batched(outputs: dict[str, Tensor], batch_size: int) -> Iterator[dict[str, T
         yield {k: v[start : start + batch_size] for k, v in outputs.items()}
 
 
-def fingerprint(first_batch: Tensor, total: int) -> str:
-    """A short content hash of a reference set: cached statistics are never reused after the data changed."""
-    digest = hashlib.sha256(first_batch.detach().cpu().float().numpy().tobytes())
-    digest.update(str(total).encode())
-    return digest.hexdigest()[:16]
+def batches_fingerprint(batches: Iterable[Any]) -> str:
+    """A content hash of every batch a reference set yields (images, or (images, labels)): dtype, shape and bytes
+    of each tensor, in order. For callers that know only how to iterate their data; a first pass without the
+    feature network. :func:`gen_research.metrics.sources.dataset_fingerprint` does the same from a dataset,
+    cheaper for files (their bytes, not decoded images)."""
+    digest = hashlib.sha256(b"batches\n")
+    for batch in batches:
+        for tensor in batch if isinstance(batch, (tuple, list)) else [batch]:
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{tensor.dtype}|{list(tensor.shape)}\n".encode())
+            if tensor.numel():
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:32]
 
 
 def reference_outputs(
@@ -178,21 +186,24 @@ def reference_outputs(
     key_parts: dict[str, Any],
     cache: Any | None,
     progress: Callable[[Iterable[Tensor]], Iterable[Tensor]] = lambda it: it,
+    fingerprint: str | None = None,
 ) -> dict[str, Tensor]:
     """Extractor outputs of a reference image set, from the cache when its key matches, else computed and stored.
 
     ``batches`` yields images, or (images, labels) when class-conditional metrics need the labels.
     ``key_parts`` names the data (dataset, split, number of images, preprocessing); the extractor's own
-    ``cache_key()`` and a fingerprint of the first batch are added here.
+    ``cache_key()`` and a fingerprint of the *whole* set are added here: ``fingerprint`` when the caller has one
+    (``sources.dataset_fingerprint``), else one hashing pass over ``batches()`` before the lookup. Without a
+    cache nothing is fingerprinted.
     """
     iterator = iter(batches())
     first = next(iterator, None)
     if first is None:
         raise GenResearchError(f"the reference set {key_parts.get('dataset', '')!r} has no images")
-    first_images = first[0] if isinstance(first, (tuple, list)) else first
-    parts = {**{k: str(v) for k, v in key_parts.items()}, **evaluator.extractor.cache_key(),
-             "fingerprint": fingerprint(first_images, int(key_parts.get("num_images", 0))), "labels": str(isinstance(first, (tuple, list)))}
+    parts: dict[str, str] = {}
     if cache is not None:
+        parts = {**{k: str(v) for k, v in key_parts.items()}, **evaluator.extractor.cache_key(),
+                 "fingerprint": fingerprint or batches_fingerprint(batches()), "labels": str(isinstance(first, (tuple, list)))}
         cached = cache.load(parts)
         if cached is not None:
             return cached

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,12 +39,72 @@ def is_grey(path: str) -> bool:
 
 
 def folder_listing_hash(paths: list[str]) -> str:
-    """Names, sizes and modification times of a folder's images: a changed folder gets a new cache key."""
+    """Deprecated (mtimes, not contents): evaluate_cli now keys folders by :func:`dataset_fingerprint`; kept only
+    until that change of evaluate_cli.py is committed."""
+    import os
+
     digest = hashlib.sha256()
     for path in paths:
         stat = os.stat(path)
         digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset: Dataset, num_images: int | None = None, batch_size: int = 256) -> str:
+    """A content hash of the first ``num_images`` items (all by default) of a reference set, in the order the
+    evaluation reads them: part of the reference-cache key, so editing any image (not only the first batch's)
+    makes new statistics. Computed before the cache is looked up, without the feature network.
+
+    Exact and cheap for each kind of dataset (Subsets are unwrapped to the items really used):
+
+    - read from files (:class:`FileImageDataset`: image folders): each file's path and the sha256 of its bytes,
+      plus the resize/crop/grey settings. The decoded image is a function of exactly these, and hashing bytes
+      costs far less than decoding and resizing them (let alone the features). Modification times are left out:
+      a touched or copied but unchanged folder still hits; a same-size edit within the same second still misses.
+    - held in memory (:class:`TensorImageDataset`): the stored tensor rows themselves.
+    - anything else: one pass over the items as the evaluation sees them (decoded, no feature network), hashing
+      every tensor's dtype, shape and bytes.
+
+    Labels are hashed in every case (class-conditional metrics use them).
+    """
+    from gen_research.data.datasets import TensorImageDataset
+
+    count = len(dataset) if num_images is None else num_images
+    if count > len(dataset):
+        raise GenResearchError(f"--num-images {count} is more than the {len(dataset)} reference images available; lower it")
+    indices: list[int] = list(range(count))
+    base = dataset
+    while isinstance(base, Subset):
+        indices = [int(base.indices[i]) for i in indices]
+        base = base.dataset
+    digest = hashlib.sha256(f"{type(base).__qualname__}|{count}\n".encode())
+    if isinstance(base, FileImageDataset):
+        digest.update(f"resize={base.resize}|crop={base.center_crop}|grey={base.grayscale}\n".encode())
+        for index in indices:
+            with open(base.paths[index], "rb") as handle:
+                content = hashlib.file_digest(handle, "sha256").hexdigest()
+            digest.update(f"{base.paths[index]}|{content}|{int(base.labels[index])}\n".encode())
+        return digest.hexdigest()[:32]
+    if isinstance(base, TensorImageDataset):
+        chosen = torch.tensor(indices, dtype=torch.int64)
+        for part in chosen.split(4096):
+            _hash_tensor(digest, base.images[part])
+            _hash_tensor(digest, base.labels[part])
+        return digest.hexdigest()[:32]
+    for batch in DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=False, num_workers=0):
+        for item in batch if isinstance(batch, (tuple, list)) else [batch]:
+            if isinstance(item, Tensor):
+                _hash_tensor(digest, item)
+            else:
+                digest.update(repr(item).encode())
+    return digest.hexdigest()[:32]
+
+
+def _hash_tensor(digest: Any, tensor: Tensor) -> None:
+    tensor = tensor.detach().cpu().contiguous()
+    digest.update(f"{tensor.dtype}|{list(tensor.shape)}\n".encode())
+    if tensor.numel():
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
 
 
 def folder_classes(root: str, paths: list[str]) -> list[str]:

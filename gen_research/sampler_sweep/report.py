@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gen_research.atomic_files import atomic_open, atomic_write_text
 from gen_research.sampler_sweep.grid import GridPoint
 
 SETTING_COLUMNS = ("sampler", "steps", "guidance_scale", "eta", "nfe", "nfe_weighted", "sampling_seconds")
@@ -63,13 +64,13 @@ def write_table(out: Path, rows: list[dict[str, Any]], context: dict[str, str]) 
     """``sweep.csv`` (one row per grid point) and ``sweep.json`` (context, column docs, the same rows; nan -> null)."""
     columns = [*SETTING_COLUMNS, *metric_columns(rows)]
     csv_path, json_path = out / "sweep.csv", out / "sweep.json"
-    with csv_path.open("w", newline="") as handle:
+    with atomic_open(csv_path, "w", newline="", encoding="utf-8") as handle:  # all or nothing (gen_research.atomic_files)
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     payload = {"context": context, "columns": COLUMN_DOCS,
                "rows": [{key: _json_value(row.get(key)) for key in columns} for row in rows]}
-    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(json_path, json.dumps(payload, indent=2) + "\n")
     return csv_path, json_path
 
 

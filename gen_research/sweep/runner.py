@@ -3,14 +3,14 @@
 Each run is a subprocess (its own Lightning, W&B run and run folder), its output in ``<label>/fit.log``.
 Its score is the last value of the sweep's metric in the run's ``metrics.csv``, like the W&B summary a
 W&B sweep ranks by. A run that exits with an error, or never logs the metric, is recorded as failed and
-the sweep goes on. ``leaderboard.csv`` is rewritten after every run.
+the sweep goes on. ``leaderboard.csv`` is rewritten (atomically) after every run; shards of one sweep merge their
+rows into it under a file lock.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import os
 import re
 import shlex
 import subprocess
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gen_research.atomic_files import atomic_open, file_lock
 from gen_research.sweep.spec import SweepFile
 
 RUN_FOLDER_LINE = re.compile(r"^Run folder: (.+)$", re.MULTILINE)
@@ -104,18 +105,34 @@ def record_row(record: RunRecord, sweep: SweepFile) -> dict[str, Any]:
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """Write atomically: a reader (or another shard merging) never sees half a file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("w", newline="") as handle:
+    """Write atomically (temp file beside it, fsync, rename): a reader, or another agent merging, never sees half a file."""
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temporary, path)
 
 
 def read_csv(path: Path) -> list[dict[str, Any]]:
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def merge_leaderboard(path: Path, rows: list[dict[str, Any]], columns: list[str], metric: str, goal: str,
+                      shard_pattern: str | None = None) -> None:
+    """Merge ``rows`` into the leaderboard at ``path`` by run label (a run's new row replaces its old one, rows of
+    other runs are kept) and re-rank. Read, merge and write happen under an exclusive lock on ``<path>.lock``, so
+    agents (SLURM array shards) finishing at the same moment never overwrite each other's rows.
+
+    ``shard_pattern``: the shards' own leaderboards (glob beside ``path``), read inside the lock too, so a shard
+    killed between writing its own file and merging still gets its rows in at the next merge of any shard. Each
+    shard writes its own file before it merges, so these files are never older than the merged rows.
+    """
+    with file_lock(path):
+        merged = {str(row.get("run", "")): row for row in (read_csv(path) if path.is_file() else [])}
+        for shard_file in sorted(path.parent.glob(shard_pattern)) if shard_pattern else []:
+            merged.update({str(row.get("run", "")): row for row in read_csv(shard_file)})
+        merged.update({str(row["run"]): row for row in rows})
+        write_csv(path, ranked(list(merged.values()), metric, goal), columns)
 
 
 class SweepRunner:
@@ -188,13 +205,13 @@ class SweepRunner:
         record.status, record.note = ("finished", "") if record.value is not None else ("failed", why)
 
     def write_leaderboard(self) -> Path:
-        """This process's leaderboard, and for shards the merged one of every shard in the sweep folder."""
+        """This process's leaderboard, and for shards the shared ``leaderboard.csv`` with this shard's rows merged in
+        (under a lock: every shard's rows survive, whichever finishes when)."""
         columns = leaderboard_columns(self.sweep)
         rows = ranked([record_row(r, self.sweep) for r in self.records], self.sweep.metric, self.sweep.goal)
         write_csv(self.leaderboard_path, rows, columns)
         if self.shard_suffix:
-            merged = [row for path in sorted(self.sweep_dir.glob("leaderboard-shard-*.csv")) for row in read_csv(path)]
-            write_csv(self.sweep_dir / LEADERBOARD, ranked(merged, self.sweep.metric, self.sweep.goal), columns)
+            merge_leaderboard(self.sweep_dir / LEADERBOARD, rows, columns, self.sweep.metric, self.sweep.goal, "leaderboard-shard-*.csv")
         return self.sweep_dir / LEADERBOARD
 
 

@@ -1,4 +1,6 @@
-"""ReferenceCache: round trip, one file per exact key, root selection, refusal of installed-code folders, corrupt files."""
+"""ReferenceCache: round trip, one file per exact key, root selection, refusal of installed-code folders, corrupt
+files, content checksum, format version; and the whole reference set in the key, through reference_outputs and the
+evaluation callback on real image folders (8x8 digits)."""
 
 import json
 import sysconfig
@@ -10,7 +12,7 @@ import torch
 
 import gen_research
 from gen_research.errors import GenResearchError
-from gen_research.metrics.cache import CACHE_ENV, ReferenceCache, key_digest
+from gen_research.metrics.cache import CACHE_ENV, FORMAT_VERSION, ReferenceCache, key_digest, outputs_digest
 
 KEY = {
     "dataset": "mnist5k",
@@ -82,9 +84,10 @@ def test_corrupt_file_is_ignored_with_one_warning(tmp_path, damage):
     elif damage == "garbage":
         path.write_bytes(b"\x00garbage")
     elif damage == "other_key":
-        torch.save({"format": "1", "key_parts": {**KEY, "split": "train"}, "outputs": outputs()}, path)
+        torch.save({"format": FORMAT_VERSION, "key_parts": {**KEY, "split": "train"}, "outputs": outputs(),
+                    "sha256": outputs_digest(outputs())}, path)
     else:
-        torch.save({"format": "1", "key_parts": KEY, "outputs": {"features": [1, 2]}}, path)
+        torch.save({"format": FORMAT_VERSION, "key_parts": KEY, "outputs": {"features": [1, 2]}}, path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert cache.load(KEY) is None
@@ -93,3 +96,182 @@ def test_corrupt_file_is_ignored_with_one_warning(tmp_path, damage):
     # Recomputed outputs overwrite the damaged file.
     cache.save(KEY, outputs())
     assert torch.equal(cache.load(KEY)["features"], outputs()["features"])
+
+
+def test_other_format_version_is_recomputed(tmp_path):
+    cache = ReferenceCache(tmp_path)
+    path = cache.save(KEY, outputs())
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "format": "1"}, path)  # a file written by an older gen_research
+    with pytest.warns(RuntimeWarning, match=rf"{path.name}.*format version '1'.*recomputing"):
+        assert cache.load(KEY) is None
+    cache.save(KEY, outputs())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(cache.load(KEY)["features"], outputs()["features"])
+
+
+def test_checksum_is_stored_in_file_and_sidecar(tmp_path):
+    path = ReferenceCache(tmp_path).save(KEY, outputs())
+    payload = torch.load(path, weights_only=True)
+    assert payload["format"] == FORMAT_VERSION and payload["sha256"] == outputs_digest(outputs())
+    assert json.loads(path.with_suffix(".json").read_text())["outputs_sha256"] == payload["sha256"]
+    changed = outputs()
+    changed["features"][4, 6] = torch.nextafter(changed["features"][4, 6], torch.tensor(10.0))  # one ulp, last row
+    assert outputs_digest(changed) != payload["sha256"]
+
+
+# ---- the cache in use: reference_outputs with real image folders ------------------------------------------------
+import os  # noqa: E402
+import types  # noqa: E402
+import zipfile  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+import gen_research.metrics.extractors  # noqa: E402,F401  (registration)
+import gen_research.metrics.specs  # noqa: E402,F401
+from gen_research.metrics import sources  # noqa: E402
+from gen_research.metrics.evaluator import Evaluator, reference_outputs  # noqa: E402
+from gen_research.registry import FEATURES  # noqa: E402
+
+DIGITS = (load_digits().images * (255 / 16)).astype(np.uint8)
+
+
+def write_digits(folder, block):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(block):
+        Image.fromarray(image, mode="L").save(folder / f"{i:04d}.png")
+    return folder
+
+
+@pytest.fixture()
+def folders(tmp_path):
+    return write_digits(tmp_path / "real", DIGITS[:120]), write_digits(tmp_path / "fake", DIGITS[200:320])
+
+
+def folder_set(folder):
+    return sources.folder_dataset(sources.folder_images(str(folder), "test"), None, True)
+
+
+def fid(real_folder, fake_folder, cache):
+    """FID on pixels of two folders, the reference through reference_outputs; also how many reference batches
+    went through the extractor (0: read from the cache)."""
+    real_set, fake_set = folder_set(real_folder), folder_set(fake_folder)
+    evaluator = Evaluator(FEATURES.get("pixels")(image_shape=(1, 8, 8)), ["fid"])
+    extract, calls = evaluator.extract, []
+    evaluator.extract = lambda images: calls.append(len(images)) or extract(images)
+    key = {"dataset": f"folder:{real_folder}", "split": "all", "num_images": len(real_set), "preprocessing": "none"}
+    fingerprint = sources.dataset_fingerprint(real_set) if cache is not None else None
+    reals = reference_outputs(evaluator, lambda: sources.image_batches(real_set, 16), key, cache, fingerprint=fingerprint)
+    evaluator.extract = extract
+    evaluator.add_outputs(reals, "real")
+    for images in sources.image_batches(fake_set, 16):
+        evaluator.add_images(images, "fake")
+    return evaluator.compute()["fid/pixels"], len(calls), reals
+
+
+def flip_bit(path, name, bit):
+    """Flip one bit of the largest stored value of tensor ``name`` inside a torch.save zip file (stored uncompressed)."""
+    payload = torch.load(path, weights_only=True)
+    tensor = payload["outputs"][name]
+    element = int(tensor.flatten().abs().argmax())
+    with zipfile.ZipFile(path) as archive:  # the one data record of exactly this tensor's size
+        info = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size == tensor.numel() * tensor.element_size())
+    raw = bytearray(path.read_bytes())
+    header = info.header_offset
+    start = header + 30 + int.from_bytes(raw[header + 26 : header + 28], "little") + int.from_bytes(raw[header + 28 : header + 30], "little")
+    raw[start + element * 4 + bit // 8] ^= 1 << (bit % 8)
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("bit", [0, 30], ids=["mantissa", "exponent"])
+def test_flipped_bit_is_detected_recomputed_and_rewritten(folders, tmp_path, bit):
+    real, fake = folders
+    uncached, _, _ = fid(real, fake, None)
+    cache = ReferenceCache(tmp_path / "cache")
+    first, computed, _ = fid(real, fake, cache)
+    assert first == uncached and computed == 8  # 120 images in batches of 16
+    (path,) = (tmp_path / "cache").glob("*.pt")
+    flip_bit(path, "features", bit)
+    with pytest.warns(RuntimeWarning, match=rf"{path.name}.*damaged.*recomputing"):
+        value, computed, _ = fid(real, fake, ReferenceCache(tmp_path / "cache"))
+    assert value == uncached and computed == 8
+    with warnings.catch_warnings():  # rewritten: the next run reads it back, silently and with the same value
+        warnings.simplefilter("error")
+        assert fid(real, fake, ReferenceCache(tmp_path / "cache"))[:2] == (uncached, 0)
+
+
+def test_unchanged_set_hits_and_an_edited_later_image_misses(folders, tmp_path):
+    real, fake = folders
+    cache = ReferenceCache(tmp_path / "cache")
+    first, computed, reals = fid(real, fake, cache)
+    assert computed == 8
+    os.utime(real / "0100.png", ns=(1, 1))  # touched, same bytes: still a hit
+    again, computed, _ = fid(real, fake, cache)
+    assert (again, computed) == (first, 0)
+    Image.fromarray(DIGITS[500], mode="L").save(real / "0100.png")  # an image of the 7th batch, not the first
+    changed, computed, new_reals = fid(real, fake, cache)
+    assert computed == 8 and changed != first and len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    assert torch.equal(new_reals["features"][:100], reals["features"][:100])
+    assert not torch.equal(new_reals["features"][100], reals["features"][100])
+    assert fid(real, fake, cache)[:2] == (changed, 0)
+
+
+def test_fingerprints_cover_every_item_of_each_kind_of_dataset(folders):
+    from torch.utils.data import Subset, TensorDataset
+
+    from gen_research.data.datasets import TensorImageDataset
+
+    real, _ = folders
+    files = Subset(Subset(folder_set(real), list(range(100, 0, -1))), list(range(50)))  # as a data module nests them
+    memory = TensorImageDataset(torch.from_numpy(DIGITS[:120, None].copy()), torch.arange(120) % 10)
+    generic = TensorDataset(torch.from_numpy(DIGITS[:120, None].astype(np.float32)))
+    before = [sources.dataset_fingerprint(d) for d in (files, memory, generic)]
+    assert sources.dataset_fingerprint(memory, 119) != before[1]  # fewer items: another set
+    Image.fromarray(DIGITS[600], mode="L").save(real / "0051.png")  # item 49 of `files`, its last one
+    memory.images[119, 0, 7, 7] += 1
+    memory_labels = sources.dataset_fingerprint(memory)
+    generic.tensors[0][119, 0, 7, 7] += 1
+    after = [sources.dataset_fingerprint(d) for d in (files, memory, generic)]
+    assert all(a != b for a, b in zip(after, before))
+    memory.labels[3] = 9 - memory.labels[3]
+    assert sources.dataset_fingerprint(memory) != memory_labels
+    Image.fromarray(DIGITS[600], mode="L").save(real / "0000.png")  # not one of the 50 items used
+    assert sources.dataset_fingerprint(files) == after[0]
+
+
+class TinyGenerator(torch.nn.Module):
+    """Stands in for a model with a prior: samples are seeded noise, what the callback needs of a model."""
+
+    has_prior = True
+    device = torch.device("cpu")
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(0.5))
+
+    def sample(self, count, generator=None):
+        return (torch.randn(count, 1, 8, 8, generator=generator) * self.scale).clamp(-1, 1)
+
+
+def test_evaluation_callback_keys_the_whole_reference_split(tmp_path):
+    from gen_research.callbacks.evaluation import EvaluationCallback
+    from gen_research.data.folder import ImageFolderData
+
+    root = write_digits(tmp_path / "data", DIGITS[:200])
+    datamodule = ImageFolderData(str(root), grayscale=True, val_fraction=0.4, test_fraction=0.1)
+    datamodule.setup("fit")
+    trainer = types.SimpleNamespace(datamodule=datamodule, global_rank=0, world_size=1)
+
+    def run():
+        callback = EvaluationCallback(metrics="fid", num_samples=64, batch_size=16, cache_dir=str(tmp_path / "cache"))
+        return callback.evaluate(trainer, TinyGenerator())["fid/pixels"]
+
+    first = run()
+    assert run() == first and len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    val_paths = [datamodule.val_set.dataset.paths[i] for i in datamodule.val_set.indices]
+    Image.fromarray(DIGITS[700], mode="L").save(val_paths[-1])  # the last validation image (last batch)
+    changed = run()
+    assert changed != first and len(list((tmp_path / "cache").glob("*.pt"))) == 2
