@@ -13,14 +13,27 @@ usual LightningCLI rules apply afterwards: later ``--config`` files and ``--key=
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from gen_research.errors import GenResearchError
-from gen_research.registry import CALLBACKS, DATA, LOGGERS, MODELS, Registry, all_class_registries, resolve_class_path
+from gen_research.registry import (
+    CALLBACKS,
+    DATA,
+    LOGGERS,
+    MODELS,
+    Registry,
+    all_class_registries,
+    check_class_path,
+    is_allowed_class_path,
+    module_names,
+    resolve_class_path,
+)
 
 CONFIG_FLAGS = ("--config", "-c")
 
@@ -94,7 +107,8 @@ def load_experiment(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
     merged: dict[str, Any] = {}
     for entry in defaults:
         merged = merge(merged, load_experiment(find_piece(entry, path), _chain + (resolved_path,)))
-    return resolve_short_names(merge(merged, resolve_short_names(data)))
+    config = resolve_short_names(merge(merged, resolve_short_names(data)))
+    return config if _chain else check_experiment_class_paths(config, path)  # the composed file, before anything imports it
 
 
 def resolve_short_names(node: Any, key_path: str = "") -> Any:
@@ -137,6 +151,7 @@ def expand_argv(argv: list[str]) -> tuple[list[str], str | None]:
     """
     out: list[str] = []
     experiment_name = None
+    imports: tuple[str, ...] = ()  # what the --config files allow, for the class paths of the overrides
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -159,8 +174,125 @@ def expand_argv(argv: list[str]) -> tuple[list[str], str | None]:
         if is_config:
             path = Path(value)
             experiment_name = path.stem
-            out += ["--config", yaml.safe_dump(load_experiment(path), sort_keys=False)]
+            config = load_experiment(path)
+            imports += experiment_imports(config, path)
+            out += ["--config", yaml.safe_dump(config, sort_keys=False)]
         else:
             out.append(f"{flag}={_resolve_flag_value(flag, value)}")
         i += 1
+    check_argument_class_paths(out, imports)
     return out, experiment_name
+
+
+# ---- class paths a config may import (docs/security.md) ------------------------------------------------
+# jsonargparse imports every class path it meets while parsing: in a class_path key, and in a plain dotted
+# string given to a class-typed option (``--trainer.profiler=pkg.Cls``) or a config file it loads for one.
+# All of them are checked here, before LightningCLI parses anything.
+IMPORTS_KEY = "imports"
+# Options that only ever hold plain strings: their values are never imported.
+PLAIN_STRING_KEYS = frozenset({IMPORTS_KEY, "name", "runs_root", "ckpt_path", "seed_everything", "trainer.default_root_dir"})
+_CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+_MAX_FILE_DEPTH = 4
+
+
+def experiment_imports(config: dict[str, Any], path: Path | str) -> tuple[str, ...]:
+    """The module prefixes an experiment allows with its top-level ``imports: [my_package, ...]``."""
+    return module_names(config.get(IMPORTS_KEY) or [], f"'{IMPORTS_KEY}' in {path}")
+
+
+def check_experiment_class_paths(config: dict[str, Any], path: Path | str) -> dict[str, Any]:
+    """Refuse a composed experiment naming a class outside the allowed modules; returns it unchanged."""
+    check_class_paths(config, f"in {path}", experiment_imports(config, path))
+    return config
+
+
+def check_class_paths(node: Any, where: str, imports: tuple[str, ...], key_path: str = "", _depth: int = 0) -> None:
+    """Walk a config (nested init_args, lists, config files it names) and check every class path in it."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            child = f"{key_path}.{key}" if key_path else str(key)
+            if child in PLAIN_STRING_KEYS:
+                continue
+            if key == "class_path" and isinstance(value, str):
+                if "." in value:  # a short name without a dot was resolved (or refused) by the registry already
+                    check_class_path(value.strip(), f"{child} {where}", imports)
+            else:
+                check_class_paths(value, where, imports, child, _depth)
+    elif isinstance(node, list):
+        for item in node:
+            check_class_paths(item, where, imports, key_path, _depth)
+    elif isinstance(node, str):
+        _check_string(node.strip(), where, imports, key_path, _depth)
+
+
+def _check_string(text: str, where: str, imports: tuple[str, ...], key_path: str, depth: int) -> None:
+    """A plain string jsonargparse may import: a dotted name whose top module exists, or a config file it loads."""
+    if text.endswith(_CONFIG_SUFFIXES) and Path(text).is_file():
+        if depth >= _MAX_FILE_DEPTH:
+            raise GenResearchError(f"config files name each other more than {_MAX_FILE_DEPTH} deep ({text} {where}); inline them")
+        try:
+            nested = yaml.safe_load(Path(text).read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return  # jsonargparse cannot load it as a config either
+        check_class_paths(nested, f"in {text} ({key_path} {where})", imports, key_path, depth + 1)
+    elif _DOTTED_NAME.fullmatch(text) and not Path(text).exists():
+        if not is_allowed_class_path(text, imports) and _top_module_exists(text):
+            check_class_path(text, f"{key_path or 'value'} {where}", imports)
+
+
+def _top_module_exists(dotted: str) -> bool:
+    """Whether the first part names an importable module; finding it runs no module code."""
+    try:
+        return importlib.util.find_spec(dotted.split(".", 1)[0]) is not None
+    except (ImportError, ValueError):
+        return True  # cannot tell: check it
+
+
+def check_argument_class_paths(args: list[str], imports: tuple[str, ...]) -> None:
+    """Check the class paths in ``--key=value`` / ``--key value`` overrides (``--config`` YAML is checked on load):
+    ``--model=pkg.Cls``, ``--model.class_path=pkg.Cls``, ``--trainer.callbacks+={"class_path": ...}``, nested
+    ``init_args``, ``--trainer.profiler=pkg.Cls``, a config file given as a value. ``--imports=[pkg]`` adds to ``imports``."""
+    pairs = _flag_values(args)
+    for key, value in pairs:
+        if key == IMPORTS_KEY:
+            imports = imports + module_names(_parse_inline(value), f"--{IMPORTS_KEY}")
+    for key, value in pairs:
+        if key in PLAIN_STRING_KEYS:
+            continue
+        where = f"in --{key}"
+        if key == "class_path" or key.endswith(".class_path"):
+            if "." in value:
+                check_class_path(value.strip(), where, imports)
+        else:
+            check_class_paths(_parse_inline(value), where, imports, key)
+
+
+def _flag_values(args: list[str]) -> list[tuple[str, str]]:
+    """(key, value) of every option with a value, without the ``--config`` YAML strings."""
+    pairs, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not arg.startswith("-"):
+            continue
+        if arg in CONFIG_FLAGS:
+            i += 1
+            continue
+        flag, has_value, value = arg.partition("=")
+        if not has_value:
+            if i >= len(args) or args[i].startswith("-"):
+                continue
+            value, i = args[i], i + 1
+        pairs.append((flag.lstrip("-").removesuffix("+"), value))
+    return pairs
+
+
+def _parse_inline(value: str) -> Any:
+    """Inline YAML/JSON (``{...}``, ``[...]``) as data; anything else stays a string."""
+    if value.lstrip().startswith(("{", "[")):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value

@@ -253,7 +253,7 @@ def load_model_and_data(config_path: str, ckpt_path: str) -> tuple[Any, Any, dic
     from jsonargparse import ArgumentParser
     from lightning.pytorch import LightningDataModule
 
-    from gen_research.config_files import load_experiment
+    from gen_research.config_files import check_class_paths, experiment_imports, load_experiment
     from gen_research.parser_errors import condense_parser_error
     from gen_research.run_folder import read_checkpoint
 
@@ -265,6 +265,8 @@ def load_model_and_data(config_path: str, ckpt_path: str) -> tuple[Any, Any, dic
     saved_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
     if saved_class and saved_class != class_path:
         raise GenResearchError(f"checkpoint {ckpt_path} was written by model {saved_class}, but {config_path} builds {class_path}")
+    # load_from_checkpoint parses the saved hyperparameters with jsonargparse: the same class-path rules apply.
+    check_class_paths(checkpoint.get("hyper_parameters") or {}, f"in the hyper_parameters of {ckpt_path}", experiment_imports(config, config_path))
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningDataModule, "data")
     try:
@@ -274,8 +276,8 @@ def load_model_and_data(config_path: str, ckpt_path: str) -> tuple[Any, Any, dic
     module_name, _, class_name = class_path.rpartition(".")
     model_class = getattr(importlib.import_module(module_name), class_name)
     try:
-        model = model_class.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=False)
-    except (RuntimeError, TypeError, KeyError) as error:
+        model = model_class.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    except (RuntimeError, TypeError, KeyError, ValueError) as error:  # ValueError: Lightning refused the saved instantiator/class
         raise GenResearchError(f"cannot build {class_name} from {ckpt_path}: {str(error).splitlines()[0]}") from None
     return model, datamodule, config["data"]
 

@@ -107,6 +107,7 @@ class GenResearchCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--name", type=str | None, default=None, help="Experiment name: runs go to <runs_root>/<name>/. Default: the last --config file's name.")
         parser.add_argument("--runs_root", type=str, default="runs", help="Folder holding all experiments' run folders.")
+        parser.add_argument("--imports", type=list[str], default=[], help="Modules whose classes the config may name besides gen_research and the field's libraries (docs/security.md).")
         parser.add_lightning_class_args(FinalStepCheckpoint, "checkpoint")  # Lightning's, with last.ckpt = the final step
         accept_auto_precision(parser)  # trainer.precision: auto (gen_research/precision.py)
         parser.set_defaults(
@@ -122,6 +123,11 @@ class GenResearchCLI(LightningCLI):
         # Every model is told the shape and class count of its data (models ignore what they do not use).
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        parser.set_defaults({"weights_only": True})  # Trainer.fit/validate/test/predict never unpickle objects (docs/security.md)
+        return parser
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI would silently replace the YAML's model arguments by the checkpoint's; we check instead.

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from gen_research.errors import GenResearchError
+from gen_research.safe_load import load_plain
 
 # Set by the launching process so that DDP worker processes (which re-run the command) use the same folder.
 RUN_DIR_ENV = "GEN_RESEARCH_RUN_DIR"
@@ -136,7 +137,9 @@ def read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
             f"checkpoint not found: {ckpt_path}; pass an existing .ckpt file, or --ckpt_path last to resume the latest run"
         )
     try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+        checkpoint = load_plain(ckpt_path, "checkpoint", mmap=True)  # weights_only: never runs code from the file
+    except GenResearchError:  # it needs pickled objects: refused, named
+        raise
     except Exception as error:  # a truncated or foreign file; torch raises many types here
         raise GenResearchError(f"cannot read checkpoint {ckpt_path} ({type(error).__name__}); is it a Lightning .ckpt file?") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

@@ -166,7 +166,7 @@ def _load_classifier(path: str, model: Any) -> Any:
     saved = (read_checkpoint(Path(path)).get("hyper_parameters") or {}).get("_class_path", "")
     if saved and not saved.endswith("NoisyClassifier"):
         raise GenResearchError(f"--classifier-ckpt {path} holds a {saved.rpartition('.')[2]}; classifier guidance needs a noisy_classifier checkpoint")
-    classifier = NoisyClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    classifier = NoisyClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     if tuple(classifier.hparams.image_shape) != tuple(model.image_shape):
         raise GenResearchError(f"--classifier-ckpt {path} classifies {tuple(classifier.hparams.image_shape)} images; the model makes {tuple(model.image_shape)}")
     return classifier
