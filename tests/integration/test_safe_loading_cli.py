@@ -43,7 +43,9 @@ def test_every_command_refuses_a_crafted_checkpoint_without_running_it(payload, 
         ["fit", "--config", TINY, *QUIET, f"--ckpt_path={path}"],
         ["test", "--config", TINY, "--trainer.logger=false", f"--ckpt_path={path}"],
         ["validate", "--config", TINY, "--trainer.logger=false", f"--ckpt_path={path}"],
+        ["predict", "--config", TINY, "--trainer.logger=false", f"--ckpt_path={path}"],
         ["sample", "--config", TINY, "--ckpt_path", path, "--num-images", "2"],
+        ["export", "--config", str(TEST_CONFIGS / "tiny_ddpm.yaml"), "--ckpt_path", path, "--out", str(workdir / "pipeline")],
         ["evaluate", "--config", TINY, "--ckpt_path", path, "--metrics", "fid"],
         ["evaluate", "--real", image_folder(workdir / "real"), "--fake", image_folder(workdir / "fake"), "--metrics", "fid",
          "--features", "classifier", "--feature-weights", path],
@@ -51,6 +53,7 @@ def test_every_command_refuses_a_crafted_checkpoint_without_running_it(payload, 
     for command in commands:
         refused_in_one_line(capsys, run_in_process(*command), path)
         assert not marker.exists(), command
+    assert not (workdir / "runs").exists() or not any((workdir / "runs").rglob("*")), "a refused command left a run folder"
 
 
 FAMILIES = {  # every family with the callbacks whose state goes into checkpoints
