@@ -28,7 +28,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(VENV_PYTHON) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-# A 2-task DDP job on a one-node SLURM cluster is sent USR1 mid-training, requeues and resumes (tests/slurm/).
+# A 2-task DDP job on a one-node SLURM cluster is sent USR1 mid-training, requeues and resumes, then is requeued
+# without USR1 (scontrol requeue) and resumes from its newest checkpoint; two fits in one job get two run folders
+# (tests/slurm/). Needs root and apt-get: elsewhere it prints SKIP, but fails under CI=true.
 test-slurm: $(STAMP)
 	PYTHON=$(abspath $(VENV_PYTHON)) tests/slurm/run_requeue_test.sh
 

@@ -27,8 +27,10 @@ from gen_research.run_folder import (
     check_checkpoint_matches,
     find_last_checkpoint,
     new_run_dir,
+    newest_valid_checkpoint,
     read_checkpoint,
     run_dir_of_checkpoint,
+    slurm_restart_count,
 )
 
 LIGHTNING_CKPT_KEYWORDS = ("best", "hpc", "registry")
@@ -140,6 +142,7 @@ class GenResearchCLI(LightningCLI):
         resolve_auto_precision(config)  # trainer.precision: auto -> bf16-mixed or 32-true for this machine
         self._resolve_checkpoint(config)
         self._choose_run_dir(config)
+        self._resume_requeued_slurm_job(config)  # SLURM: an explicit checkpoint, the run's newest (never a stale hpc_ckpt)
 
     def _resolve_checkpoint(self, config: Namespace) -> None:
         """``--ckpt_path last|best|PATH`` -> a checkpoint file, read and checked before anything runs."""
@@ -167,6 +170,40 @@ class GenResearchCLI(LightningCLI):
         for logger in _logger_configs(config.trainer.get("logger")):
             if "save_dir" in logger.get("init_args", Namespace()):
                 logger.init_args.save_dir = str(self.run_dir)
+
+    def _resume_requeued_slurm_job(self, config: Namespace) -> None:
+        """Inside a SLURM job ``fit`` hands Lightning an explicit checkpoint, the newest of its run folder by global
+        step (gen_research/run_folder.py chose the folder: a requeued job gets its first start's). Left to itself
+        (ckpt_path None or "hpc") Lightning takes the highest-numbered ``hpc_ckpt_*`` there even when a later
+        ``last.ckpt`` exists, and a job requeued without USR1 (node failure, ``scontrol requeue``) has no HPC
+        checkpoint and would start again from step 0. A requeued job begun from an older run's checkpoint
+        (``--ckpt_path PATH``) continues from that run's newest one too, not from PATH again."""
+        job = os.environ.get("SLURM_JOB_ID")
+        ckpt = config.get("ckpt_path")
+        restarted = slurm_restart_count() > 0
+        if self.subcommand != "fit" or not job or self.run_dir is None:
+            return
+        if ckpt not in (None, "hpc") and not (restarted and self.checkpoint is not None):
+            return
+        newest = newest_valid_checkpoint(self.run_dir)
+        if newest is None:
+            if ckpt == "hpc":
+                raise GenResearchError(f"--ckpt_path hpc: no checkpoint in {self.run_dir}; run fit without --ckpt_path")
+            return
+        if ckpt is None and not restarted:
+            raise GenResearchError(
+                f"run folder {self.run_dir} already holds checkpoints ({newest.name}) but SLURM job {job} was never "
+                "requeued (SLURM_RESTART_COUNT 0): a job id reused after the controller's state was reset? Move that "
+                f"folder away, or pass --ckpt_path {newest} to continue it"
+            )
+        checkpoint = read_checkpoint(newest)
+        if self.checkpoint is not None and int(checkpoint["global_step"]) <= int(self.checkpoint.get("global_step", -1)):
+            return  # the checkpoint given is already the newest
+        if os.environ.get("SLURM_PROCID", "0") == "0":
+            print(f"SLURM job {job} restart {slurm_restart_count()}: resuming from {newest} (step {checkpoint['global_step']}), "
+                  f"the newest checkpoint of {self.run_dir}", flush=True)
+        config.ckpt_path = str(newest)
+        self.checkpoint_path, self.checkpoint = newest, checkpoint
 
     def instantiate_classes(self) -> None:
         try:

@@ -7,13 +7,18 @@ overwritten; ``fit --ckpt_path last`` (or a checkpoint inside a run folder) cont
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gen_research.atomic_files import atomic_write_text, file_lock
 from gen_research.errors import GenResearchError
 from gen_research.safe_load import load_plain
 
@@ -25,29 +30,65 @@ LAST_CHECKPOINT = "last.ckpt"
 CREATED_RUN_DIRS: list[Path] = []
 
 
-def _run_id(subcommand: str) -> str:
-    # Under SLURM every task (and a requeued job) must agree on the folder: name it after the job.
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
-    if job:
+# ------------------------------------------------------------------------------------------ SLURM
+# Inside a SLURM job several processes ask for a run folder, and they must be told apart:
+#   * the tasks of one multi-task step (``srun --ntasks=2 ... fit``: every task runs the command itself) must all
+#     get the same folder, whoever asks first;
+#   * every other invocation (a second ``fit`` or ``sample`` in the job script, sequential or concurrent) gets a
+#     new folder, so nothing of the first is overwritten and each fit has its own checkpoints and W&B run;
+#   * a requeued job (same job id, SLURM_RESTART_COUNT > 0) runs its script again: its n-th invocation of a
+#     command (the same subcommand and arguments) gets the folder of the first run's n-th invocation of it,
+#     so that it resumes there.
+# An invocation is identified by (start of the job, step, command, j) where the start is SLURM_RESTART_COUNT
+# (0 or unset on the first start), the step SLURM_STEP_ID ("batch" in the job script itself), the command a hash
+# of the subcommand and arguments, and j how many times this task (SLURM_PROCID) already ran that command in that
+# step. Tasks of one step compute the same identity; the folder it maps to is kept in a small record in the
+# experiment folder, ``.slurm-<job>.invocations.json``, read and rewritten atomically under a file lock.
+# Where Slurm (>= 23.02) sets SLURM_JOB_START_TIME, a first start (restart 0) with another start time than the
+# recorded one is a job id reused after the controller's state was wiped: it maps nothing to the old folders.
+SLURM_RECORD = ".slurm-{job}.invocations.json"
+
+
+def _slurm_job() -> str | None:
+    """The job's name for folders: ``<jobid>``, or ``<array job id>_<task>`` in a job array; None outside SLURM."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job:
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        run_id = f"slurm-{job}" + (f"_{task}" if task else "")
-    else:
-        run_id = time.strftime("%Y%m%d-%H%M%S")
+        return f"{array_job}_{task}" if task else array_job
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
+def slurm_restart_count() -> int:
+    """0 on a job's first start, n after its n-th requeue (SLURM_RESTART_COUNT, unset on the first start)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        return 0
+
+
+def _run_id(subcommand: str) -> str:
+    """The first choice of folder name: ``slurm-<job>`` inside a SLURM job, else the time; ``-<subcommand>``
+    added for commands other than fit. A taken name gets ``-1``, ``-2``, ... (see ``new_run_dir``)."""
+    job = _slurm_job()
+    run_id = f"slurm-{job}" if job else time.strftime("%Y%m%d-%H%M%S")
     return run_id if subcommand == "fit" else f"{run_id}-{subcommand}"
 
 
-def new_run_dir(runs_root: Path, experiment: str, subcommand: str) -> Path:
-    """Create (and so reserve) a fresh run folder; never returns one that already has files."""
+def new_run_dir(runs_root: Path, experiment: str, subcommand: str, invocation: Sequence[str] | None = None) -> Path:
+    """Create (and so reserve) a fresh run folder; never returns one that already has files, except inside a
+    SLURM job to the other tasks of the same step and to the requeue of the same invocation (see above).
+    ``invocation``: the command's arguments, which tell invocations apart (default: this process's sys.argv)."""
     inherited = os.environ.get(RUN_DIR_ENV)
     if inherited:
         return Path(inherited)
     base = runs_root / experiment / _run_id(subcommand)
-    if base.name.startswith("slurm-"):
-        # All tasks of the job (which may create it at the same moment) and the requeued job share this folder.
-        if not base.is_dir():
-            base.mkdir(parents=True, exist_ok=True)
-            CREATED_RUN_DIRS.append(base)
-        return base
+    job = _slurm_job()
+    if job:
+        return _slurm_run_dir(base, job, [subcommand, *(sys.argv[1:] if invocation is None else invocation)])
+    return _create_unique(base)
+
+
+def _create_unique(base: Path) -> Path:
     candidate, suffix = base, 1
     while True:
         try:
@@ -57,6 +98,51 @@ def new_run_dir(runs_root: Path, experiment: str, subcommand: str) -> Path:
         except FileExistsError:
             candidate = base.with_name(f"{base.name}-{suffix}")
             suffix += 1
+
+
+def _slurm_run_dir(base: Path, job: str, command: list[str]) -> Path:
+    key = hashlib.sha256(json.dumps(command).encode()).hexdigest()[:16]
+    restart, started = slurm_restart_count(), os.environ.get("SLURM_JOB_START_TIME", "")
+    start = f"{restart}@{started}" if started else str(restart)
+    step = os.environ.get("SLURM_STEP_ID") or "batch"
+    task = os.environ.get("SLURM_PROCID") or "0"
+    record_path = base.parent / SLURM_RECORD.format(job=job)
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(record_path):
+            record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+            if restart == 0 and record.get("first_start") != start:  # a new job (or its id reused): nothing to map
+                record = {"job": job, "first_start": start, "commands": {}, "folders": {}, "starts": {}}
+            this_start = record["starts"].setdefault(start, {"ran": {}, "claims": {}})
+            counter = f"{step}/{task}/{key}"
+            repeat = this_start["ran"].get(counter, 0)  # this task's earlier runs of the command in this step
+            this_start["ran"][counter] = repeat + 1
+            claims = this_start["claims"].setdefault(key, {})
+            instance = f"{step}/{repeat}"
+            name = claims.get(instance)  # set by another task of this step
+            if name is None:
+                folders = record["folders"].setdefault(key, [])
+                n = len(claims)  # this is the n-th invocation of the command in this start of the job
+                name = folders[n] if n < len(folders) else _create_unique(base).name  # a requeue: the earlier start's n-th
+                if n >= len(folders):
+                    folders.append(name)
+                claims[instance] = name
+                record["commands"][key] = command
+            atomic_write_text(record_path, json.dumps(record, indent=1) + "\n")
+    except ValueError:  # not JSON: edited by hand
+        raise GenResearchError(
+            f"{record_path} is damaged (not JSON); move it away (this job's invocations then get new run folders)"
+        ) from None
+    except OSError as error:
+        raise GenResearchError(
+            f"cannot record this SLURM invocation in {record_path} ({error.strerror or error}); --runs_root must be a "
+            "writable folder on a filesystem with file locks (flock), shared by all nodes of the job"
+        ) from None
+    run_dir = base.parent / name
+    if not run_dir.is_dir():  # another task created and then removed it after a user error
+        run_dir.mkdir(parents=True, exist_ok=True)
+        CREATED_RUN_DIRS.append(run_dir)
+    return run_dir
 
 
 def remove_empty_run_dirs(since: int = 0) -> None:

@@ -4,10 +4,13 @@
            --account A --mem M] [--dry-run] [fit overrides such as --model.init_args.beta=4]
     submit --sweep FILE_OR_WANDB_SWEEP_ID --array K [--count-per-task N] [--seed S] [same resource options]
 
-One task per device (``srun`` starts them; Lightning's SLURMEnvironment reads the ranks). Before the time
-limit SLURM sends USR1 (``--signal=USR1@90``): Lightning saves an HPC checkpoint into the run folder and
-requeues the job (``--requeue``); the requeued job has the same job id, so it finds the same run folder
-(``runs/<name>/slurm-<jobid>``), restores the checkpoint there and continues the same W&B run.
+One task per device (``srun`` starts them; Lightning's SLURMEnvironment reads the ranks); all tasks of the
+step share the run folder ``runs/<name>/slurm-<jobid>`` (gen_research/run_folder.py: a second command in
+the same job would get its own). Before the time limit SLURM sends USR1 (``--signal=USR1@90``): Lightning
+saves an HPC checkpoint into the run folder and requeues the job (``--requeue``). The requeued job (same job
+id, SLURM_RESTART_COUNT > 0) runs the script again, finds the same run folder, resumes from its newest
+checkpoint by global step (the HPC one, or a step checkpoint after a requeue without USR1, e.g. a node
+failure: add ``--checkpoint.every_n_train_steps=N`` for those) and continues the same W&B run.
 
 ``--sweep`` submits a job array of K agents instead (gen_research/sweep/slurm_array.py): ``wandb agent`` for a W&B sweep id,
 ``python -m gen_research sweep FILE --shard i/K`` for a local sweep file (the K tasks split the sweep).

@@ -4,26 +4,36 @@
 # Starts a one-node SLURM cluster on 127.0.0.1 (munged, slurmctld, slurmd; all files in a temp folder),
 # then tests/slurm/check_requeue.py submits a 2-task CPU DDP fit with `python -m gen_research submit`,
 # sends USR1 mid-training (what SLURM sends before a time limit), and checks that Lightning saved an HPC
-# checkpoint and requeued the job, that the restarted job resumed from it in the same run folder and W&B
-# run, and that it ended with the weights of the same job run without interruption. On exit (also on
-# failure or Ctrl-C) it cancels its jobs and stops the daemons it started, by PID.
+# checkpoint and requeued the job and that the restarted job resumed from it in the same run folder and
+# W&B run; then requeues it again with `scontrol requeue` and no USR1 (a node failure) and checks that the
+# third start resumed from the newest step checkpoint, not the stale HPC one, and that the job ended with
+# the weights of the same fit run without interruption; that reference job runs the fit twice, and the two
+# invocations must get two run folders. On exit (also on failure or Ctrl-C) it cancels its jobs and stops
+# the daemons it started, by PID.
 #
 # Needs root and apt-get (installs slurmctld slurmd slurm-client munge when missing); without them it
-# prints why and exits 0. Exit status 1 on failure. PYTHON (default .venv/bin/python) runs the job;
-# KEEP_SLURM_TEST_FILES=1 keeps the temp folder (job log, run folder, daemon logs) after a pass too.
+# prints SKIP and exits 0, except under CI=true, where not running is a failure (exit 1). Exit status 1 on
+# failure. PYTHON (default .venv/bin/python) runs the job; KEEP_SLURM_TEST_FILES=1 keeps the temp folder
+# (job log, run folders, daemon logs) after a pass too.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$(pwd)
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 START=$(date +%s)
 
-if [ "$(id -u)" != 0 ]; then
-  echo "SKIP slurm requeue test: needs root (it installs SLURM and starts its daemons)"
+cannot_run() {  # SKIP on a workstation; under CI (CI=true) a test that did not run is a failure
+  if [ "${CI:-}" = true ]; then
+    echo "FAIL slurm requeue test: $1 (CI=true: the test must run here)"
+    exit 1
+  fi
+  echo "SKIP slurm requeue test: $1"
   exit 0
+}
+if [ "$(id -u)" != 0 ]; then
+  cannot_run "needs root (it installs SLURM and starts its daemons)"
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "SKIP slurm requeue test: needs apt-get (Debian/Ubuntu) to install slurmctld slurmd slurm-client munge"
-  exit 0
+  cannot_run "needs apt-get (Debian/Ubuntu) to install slurmctld slurmd slurm-client munge"
 fi
 if [ ! -x "$PYTHON" ]; then
   echo "FAIL slurm requeue test: no python at $PYTHON; run make venv first (or set PYTHON)"

@@ -19,11 +19,14 @@ def test_only_global_rank_zero_records_the_wandb_run_id(tmp_path, monkeypatch):
     assert not (tmp_path / RUN_ID_FILE).exists()
 
 
-def test_tasks_of_one_job_get_one_folder_even_if_it_appears_meanwhile(tmp_path, monkeypatch):
-    monkeypatch.delenv("GEN_RESEARCH_RUN_DIR", raising=False)
-    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+def test_tasks_of_one_step_get_one_folder_even_if_it_appears_meanwhile(tmp_path, monkeypatch):
+    for name in ("GEN_RESEARCH_RUN_DIR", "SLURM_ARRAY_JOB_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_START_TIME"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SLURM_JOB_ID", "77")
-    first = new_run_dir(tmp_path, "exp", "fit")
-    second = new_run_dir(tmp_path, "exp", "fit")  # another task, or the requeued job
-    assert first == second == tmp_path / "exp" / "slurm-77"
-    assert [p.name for p in (tmp_path / "exp").iterdir()] == ["slurm-77"]
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    folders = []
+    for task in ("0", "1"):  # `srun --ntasks=2 ... fit`: each task runs the command; task 1 finds task 0's folder
+        monkeypatch.setenv("SLURM_PROCID", task)
+        folders.append(new_run_dir(tmp_path, "exp", "fit", ["--config", "x.yaml"]))
+    assert folders[0] == folders[1] == tmp_path / "exp" / "slurm-77"
+    assert [p.name for p in (tmp_path / "exp").iterdir() if p.is_dir()] == ["slurm-77"]
