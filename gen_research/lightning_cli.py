@@ -138,6 +138,7 @@ class GenResearchCLI(LightningCLI):
     # ------------------------------------------------------------------------------------ run folder
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        _refuse_unsafe_loading(config)  # --weights_only=false (docs/security.md)
         # Checks and choices made on the parsed config, before anything is built or written (one step a line).
         resolve_auto_precision(config)  # trainer.precision: auto -> bf16-mixed or 32-true for this machine
         self._resolve_checkpoint(config)
@@ -252,6 +253,12 @@ class GenResearchCLI(LightningCLI):
             path = self.run_dir / "predictions.pt"
             torch.save(predictions, path)
             print(f"Predictions: {path}", flush=True)
+
+
+def _refuse_unsafe_loading(config: Namespace) -> None:
+    if config.get("weights_only") is not True:
+        raise GenResearchError("--weights_only=false would let a checkpoint run code while it is read; leave it out "
+                               "and convert the file to plain tensors instead (docs/security.md)")
 
 
 def _find_user_error(error: BaseException) -> GenResearchError | None:

@@ -56,6 +56,12 @@ def test_every_command_refuses_a_crafted_checkpoint_without_running_it(payload, 
     assert not (workdir / "runs").exists() or not any((workdir / "runs").rglob("*")), "a refused command left a run folder"
 
 
+def test_lightning_loading_cannot_be_switched_to_unpickling(workdir, capsys):
+    assert run_in_process("fit", "--config", TINY, *QUIET, "--weights_only=false") == 2
+    assert "--weights_only=false would let a checkpoint run code" in capsys.readouterr().err
+    assert not (workdir / "runs").exists()
+
+
 FAMILIES = {  # every family with the callbacks whose state goes into checkpoints
     "vae": [TINY, "--trainer.logger=[{class_path: csv}]"],  # EMA + sample grid (in the file)
     "ddpm": [str(TEST_CONFIGS / "tiny_ddpm.yaml"), "--trainer.callbacks+=ema", "--trainer.callbacks+=sample_grid",
