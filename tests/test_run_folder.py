@@ -51,13 +51,13 @@ def test_remove_empty_run_dirs_keeps_folders_with_files(tmp_path):
 
 
 def test_find_last_checkpoint_picks_newest(tmp_path):
-    with pytest.raises(GenResearchError, match="no last.ckpt"):
+    with pytest.raises(GenResearchError, match="no checkpoint under"):
         find_last_checkpoint(tmp_path, "exp")
     paths = []
     for run in ("r1", "r2"):
         path = tmp_path / "exp" / run / "checkpoints" / "last.ckpt"
         path.parent.mkdir(parents=True)
-        path.write_bytes(b"x")
+        torch.save({"global_step": 5, "state_dict": {}}, path)
         paths.append(path)
     os.utime(paths[0], (time.time() + 10, time.time() + 10))
     assert find_last_checkpoint(tmp_path, "exp") == paths[0]
