@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from gen_research.data.transforms import resize_and_crop, to_signed_unit
+from gen_research.errors import GenResearchError
 
 # Resize in chunks so a 60k-image set never needs a second full-size float copy in memory.
 _CHUNK = 4096
@@ -42,9 +43,14 @@ class TensorImageDataset(Dataset):
 
 
 def load_image(path: str, grayscale: bool) -> Tensor:
-    """Read an image file as uint8 [C, H, W] with 1 (grayscale) or 3 channels; GIFs give their first frame."""
-    with Image.open(path) as img:
-        return TF.pil_to_tensor(img.convert("L" if grayscale else "RGB"))
+    """Read an image file as uint8 [C, H, W] with 1 (grayscale) or 3 channels; GIFs give their first frame.
+
+    A file that cannot be decoded (truncated, not an image) is a one-line error naming it, not a traceback."""
+    try:
+        with Image.open(path) as img:
+            return TF.pil_to_tensor(img.convert("L" if grayscale else "RGB"))
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError) as error:
+        raise GenResearchError(f"cannot read image {path!r} ({error}); remove or replace the file") from None
 
 
 class FileImageDataset(Dataset):

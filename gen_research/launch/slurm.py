@@ -56,6 +56,23 @@ def _check_time(value: str) -> None:
         raise GenResearchError(f"--time {value!r} is not HH:MM:SS or D-HH:MM:SS")
 
 
+_SLURM_NAME = re.compile(r"[A-Za-z0-9_.,:+-]+")  # partition/account names: nothing that could end an #SBATCH line
+
+
+def check_resources(args: argparse.Namespace) -> None:
+    """What sbatch would refuse (or read otherwise), refused before any script is written or printed."""
+    for option, value, lowest in (("--nodes", args.nodes, 1), ("--gpus-per-node", args.gpus_per_node, 0),
+                                  ("--tasks-per-node", args.tasks_per_node, 1), ("--cpus-per-task", args.cpus_per_task, 1),
+                                  ("--array", args.array, 1), ("--count-per-task", args.count_per_task, 1)):
+        if value is not None and value < lowest:
+            raise GenResearchError(f"submit: {option} must be >= {lowest}, got {value}")
+    if args.mem is not None and not re.fullmatch(r"\d+[KMGT]?", args.mem.strip(), flags=re.IGNORECASE):
+        raise GenResearchError(f"submit: --mem={args.mem!r} is not a SLURM memory size; give a number with an optional K/M/G/T suffix, e.g. 64G")
+    for option, value in (("--partition", args.partition), ("--account", args.account)):
+        if value is not None and not _SLURM_NAME.fullmatch(value):
+            raise GenResearchError(f"submit: {option}={value!r} is not a SLURM {option[2:]} name (letters, digits, _ . , : + -)")
+
+
 def render_script(args: argparse.Namespace, overrides: list[str], name: str, workdir: Path, python: str) -> str:
     """The sbatch script: resources, preemption handling, and srun of the fit with matching trainer settings."""
     gpus = args.gpus_per_node
@@ -89,6 +106,7 @@ def render_script(args: argparse.Namespace, overrides: list[str], name: str, wor
 
 def submit_command(argv: list[str]) -> int:
     args, overrides = build_parser().parse_known_args(argv)
+    check_resources(args)
     if args.sweep is not None or args.config is None:
         from gen_research.sweep.slurm_array import submit_sweep_array
 
@@ -103,8 +121,6 @@ def submit_command(argv: list[str]) -> int:
     for config in args.config:
         if not Path(config).is_file():
             raise GenResearchError(f"config file not found: {config}; check the path given to --config")
-    if args.nodes < 1 or args.gpus_per_node < 0:
-        raise GenResearchError("--nodes must be >= 1 and --gpus-per-node >= 0")
     name = args.name or Path(args.config[-1]).stem
     script = render_script(args, overrides, name, Path.cwd(), sys.executable)
     if args.dry_run:
@@ -126,7 +142,9 @@ def write_and_submit(script: str, folder: Path) -> tuple[str, Path]:
     while path.exists():  # never overwrite an earlier script
         path = folder / f"submit-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}.sbatch"
         suffix += 1
-    path.write_text(script)
+    from gen_research.atomic_files import atomic_write_text
+
+    atomic_write_text(path, script)  # sbatch never reads half a script
     result = subprocess.run(["sbatch", str(path)], capture_output=True, text=True)
     if result.returncode != 0:
         raise GenResearchError(f"sbatch refused {path}: {(result.stderr or result.stdout).strip().splitlines()[-1]}")

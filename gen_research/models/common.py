@@ -4,14 +4,13 @@ Lightning steps of modules that are just a ``compute_losses`` (diffusion models,
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any, ClassVar
 
 import lightning.pytorch as L
 import torch
 
 from gen_research.errors import GenResearchError
-from gen_research.nets.schedules import lr_lambda
+from gen_research.nets.schedules import WarmupCosineLR
 
 
 class SeededEvaluation:
@@ -36,6 +35,36 @@ class SeededEvaluation:
         self.eval_generator().manual_seed(self.eval_seed)
 
 
+def check_optimizer_settings(model: str, lr: float, weight_decay: float, warmup_steps: int) -> None:
+    """The optimizer settings every family shares, checked in its constructor (torch would raise only when
+    training starts, after the run folder is written, and with a traceback)."""
+    check_number(model, "lr", lr, low=0.0, low_inclusive=False, hint="e.g. 1e-3")
+    check_number(model, "weight_decay", weight_decay, low=0.0, hint="0 (none) or e.g. 1e-2")
+    check_number(model, "warmup_steps", warmup_steps, low=0, hint="0 (none) or a number of optimizer steps")
+
+
+def check_number(model: str, name: str, value: float, low: float | None = None, high: float | None = None,
+                 low_inclusive: bool = True, high_inclusive: bool = True, hint: str = "") -> None:
+    """``value`` finite and within [low, high] (ends open when not inclusive), else a one-line error naming the option."""
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value >= low if low_inclusive else value > low
+    if ok and high is not None:
+        ok = value <= high if high_inclusive else value < high
+    if not ok:
+        lo = "" if low is None else ("[" if low_inclusive else "(") + f"{low:g}"
+        hi = "" if high is None else f"{high:g}" + ("]" if high_inclusive else ")")
+        allowed = f"in {lo or '(-inf'}, {hi or 'inf)'}"
+        raise GenResearchError(f"{model}: model.init_args.{name}={value!r} must be {allowed}; set model.init_args.{name} to {hint or 'a value ' + allowed}")
+
+
+def check_widths(model: str, name: str, widths: Any) -> None:
+    """Channel lists and layer sizes: a non-empty list of positive integers."""
+    values = list(widths) if isinstance(widths, (list, tuple)) else [widths]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        raise GenResearchError(f"{model}: model.init_args.{name}={widths!r} must be positive integers; set e.g. model.init_args.{name}=[32, 64]")
+
+
 def configure_adamw(module: L.LightningModule) -> dict[str, Any]:
     """AdamW on all parameters with a per-step LambdaLR: linear warm-up, then constant or cosine to 0.
 
@@ -49,8 +78,8 @@ def configure_adamw(module: L.LightningModule) -> dict[str, Any]:
         if not math.isfinite(total):
             raise GenResearchError("lr_schedule 'cosine' needs a finite run: set trainer.max_steps or max_epochs")
         total = int(total)
-    # partial of a module-level function (not a lambda) so the scheduler state stays picklable.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_lambda, warmup_steps=hp.warmup_steps, total_steps=total))
+    # The schedule's length is saved in the checkpoint; a resume with another budget says how the curve changes.
+    scheduler = WarmupCosineLR(optimizer, warmup_steps=hp.warmup_steps, total_steps=total)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

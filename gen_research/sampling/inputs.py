@@ -43,9 +43,12 @@ def _mask_file(path: Path, h: int, w: int) -> torch.Tensor:
     if not path.is_file():
         raise GenResearchError(f"--mask {path}: no such file; give a PNG (white = generate) or one of {', '.join(BUILTIN_MASKS)}")
     try:
-        image = Image.open(path).convert("L").resize((w, h), Image.NEAREST)
+        with Image.open(path) as opened:
+            image = opened.convert("L")  # decodes the whole file: a truncated PNG fails here
     except (UnidentifiedImageError, OSError) as error:
         raise GenResearchError(f"--mask {path} is not an image ({error}); give a PNG, white = generate") from None
+    if image.size != (w, h):  # never stretched: a mask drawn for other images would mark the wrong pixels
+        raise GenResearchError(f"--mask {path} is {image.size[0]}x{image.size[1]} pixels; the model makes {w}x{h} images: give a mask of that size")
     generate = torch.tensor(list(image.getdata()), dtype=torch.float32).reshape(1, 1, h, w) >= 128
     return (~generate).float()
 

@@ -10,7 +10,7 @@ from einops import rearrange
 from torchmetrics.classification import BinaryAUROC
 
 from gen_research.nets import ConvDecoder, ConvEncoder
-from gen_research.models.common import SeededEvaluation, configure_adamw
+from gen_research.models.common import SeededEvaluation, check_number, check_optimizer_settings, check_widths, configure_adamw
 
 
 def per_image_mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -54,6 +54,10 @@ class AutoencoderBase(SeededEvaluation, L.LightningModule):
         lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:
         super().__init__()
+        name = type(self).__name__.lower()
+        check_optimizer_settings(name, lr, weight_decay, warmup_steps)
+        check_widths(name, "latent_dim", latent_dim)
+        check_widths(name, "channels", channels)
         # Collects the concrete subclass's init args too, so load_from_checkpoint rebuilds it.
         self.save_hyperparameters()
         self.hparams.channels = list(channels)  # plain list in hparams.yaml, whatever the caller passed

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 
 from gen_research.models.autoencoder.base import AutoencoderBase, per_image_mse
+from gen_research.models.common import check_number
 from gen_research.registry import MODELS
 
 
@@ -42,6 +43,8 @@ class DenoisingAutoencoder(AutoencoderBase):
             warmup_steps=warmup_steps,
             lr_schedule=lr_schedule,
         )
+        check_number("dae", "noise_std", noise_std, low=0.0, hint="a noise level >= 0, e.g. 0.3")
+        check_number("dae", "mask_fraction", mask_fraction, low=0.0, high=1.0, high_inclusive=False, hint="a fraction in [0, 1), e.g. 0.3")
         self.corruption = corruption
         self.noise_std = noise_std
         self.mask_fraction = mask_fraction

@@ -11,6 +11,7 @@ from einops import rearrange
 from torch import nn
 
 from gen_research.models.autoencoder.base import AutoencoderBase
+from gen_research.models.common import check_number, check_widths
 from gen_research.registry import MODELS
 
 LOG_2PI = math.log(2 * math.pi)
@@ -69,6 +70,9 @@ class VAE(AutoencoderBase):
             warmup_steps=warmup_steps,
             lr_schedule=lr_schedule,
         )
+        check_number("vae", "beta", beta, low=0.0, hint="a KL weight >= 0 (1: the ELBO)")
+        check_number("vae", "kl_warmup_steps", kl_warmup_steps, low=0, hint="0 (none) or a number of steps")
+        check_widths("vae", "iw_samples", iw_samples)
         self.likelihood = likelihood
         self.beta = beta
         self.kl_warmup_steps = kl_warmup_steps

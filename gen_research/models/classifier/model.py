@@ -17,7 +17,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from gen_research.errors import GenResearchError
-from gen_research.models.common import configure_adamw
+from gen_research.models.common import check_optimizer_settings, check_widths, configure_adamw
 from gen_research.nets import ConvEncoder
 from gen_research.registry import MODELS
 
@@ -68,6 +68,9 @@ class Classifier(L.LightningModule):
             )
         if num_classes < 2:
             raise GenResearchError(f"the classifier needs at least 2 classes, the data has num_classes={num_classes}")
+        check_optimizer_settings("classifier", lr, weight_decay, warmup_steps)
+        check_widths("classifier", "channels", channels)
+        check_widths("classifier", "feature_dim", feature_dim)
         if not 0.0 <= dropout < 1.0:
             raise GenResearchError(f"model.init_args.dropout={dropout} must be in [0, 1)")
         if shift_augment < 0:

@@ -11,7 +11,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from gen_research.errors import GenResearchError
-from gen_research.models.common import LossSteps
+from gen_research.models.common import LossSteps, check_number, check_optimizer_settings, check_widths
 from gen_research.models.diffusion.pretrained import load_pipeline_weights
 from gen_research.registry import MODELS
 from gen_research.sampling import diffusion as diffusion_sampling
@@ -70,6 +70,15 @@ class DDPM(LossSteps, L.LightningModule):
         init_from: str | None = None,
     ) -> None:
         super().__init__()
+        check_optimizer_settings("ddpm", lr, weight_decay, warmup_steps)
+        check_widths("ddpm", "block_out_channels", block_out_channels)
+        check_widths("ddpm", "layers_per_block", layers_per_block)
+        check_number("ddpm", "dropout", dropout, low=0.0, high=1.0, high_inclusive=False, hint="a fraction in [0, 1)")
+        check_widths("ddpm", "num_train_timesteps", num_train_timesteps)
+        check_number("ddpm", "snr_gamma", snr_gamma, low=0.0, low_inclusive=False, hint="e.g. 5.0 (Hang et al. 2023)")
+        check_number("ddpm", "sampling_steps", sampling_steps, low=1, high=num_train_timesteps, hint=f"1..num_train_timesteps={num_train_timesteps}")
+        check_number("ddpm", "eta", eta, low=0.0, hint="0 (deterministic DDIM) to 1 (DDPM-like)")
+        check_number("ddpm", "guidance_scale", guidance_scale, low=0.0, hint="1 (no guidance) or more")
         self.save_hyperparameters()
         self.hparams.block_out_channels = list(block_out_channels)
         self.hparams.attention_levels = list(attention_levels)

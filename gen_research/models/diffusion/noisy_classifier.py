@@ -20,7 +20,7 @@ from torch import nn
 from gen_research.errors import GenResearchError
 from gen_research.models.diffusion.ddpm import BETA_SCHEDULES
 from gen_research.nets.conv import ConvEncoder
-from gen_research.models.common import LossSteps
+from gen_research.models.common import LossSteps, check_optimizer_settings, check_widths
 from gen_research.registry import MODELS
 
 
@@ -44,6 +44,10 @@ class NoisyClassifier(LossSteps, L.LightningModule):
         lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:
         super().__init__()
+        check_optimizer_settings("noisy_classifier", lr, weight_decay, warmup_steps)
+        check_widths("noisy_classifier", "channels", channels)
+        check_widths("noisy_classifier", "feature_dim", feature_dim)
+        check_widths("noisy_classifier", "num_train_timesteps", num_train_timesteps)
         if not num_classes:
             raise GenResearchError("noisy_classifier needs labels: use a labelled data module (num_classes is None)")
         if time_embed_dim < 2 or time_embed_dim % 2:
