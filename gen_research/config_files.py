@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ def load_experiment(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
     resolved_path = path.resolve()
     if resolved_path in _chain:
         raise GenResearchError(f"defaults of {path} include themselves in a loop; remove the cycle")
-    data = read_yaml(path)
+    data = resolve_relative_paths(read_yaml(path), path)  # paths in a file are relative to that file
     defaults = data.pop("defaults", None) or []
     if isinstance(defaults, str):
         defaults = [defaults]
@@ -296,3 +297,47 @@ def _parse_inline(value: str) -> Any:
         except yaml.YAMLError:
             return value
     return value
+
+
+# ---- paths named in an experiment file -----------------------------------------------------------------
+# A relative path written in a config file means the same file wherever the command is run: it is relative to
+# the folder of the file that names it (a piece under configs/ resolves against its own folder). Which values
+# are paths is decided by the key, not by guessing from the value: the keys in PATH_KEYS and keys ending in
+# PATH_SUFFIXES (class_path excepted). Output locations (runs_root, save_dir, dirpath, cache_dir, default_root_dir) are not among
+# them: runs are written where the user stands. Values given on the command line stay relative to the working
+# directory, as in any shell command. ``package://NAME`` names a file shipped with gen_research
+# (gen_research/assets/, e.g. package://classifier-mnist5k.ckpt) and is left for the loader to resolve.
+PATH_KEYS = frozenset({"root", "folder", "feature_weights", "weights", "init_from", "ckpt_path"})
+PATH_SUFFIXES = ("_path", "_file", "_ckpt", "_weights", "_folder")
+OUTPUT_KEYS = frozenset({"runs_root", "save_dir", "dirpath", "cache_dir", "default_root_dir"})
+NOT_PATH_KEYS = OUTPUT_KEYS | {"class_path"}  # class_path is an import path
+_NOT_PATHS = frozenset({"last", "best", "hpc", "registry", ""})  # ckpt_path keywords
+
+
+def is_path_key(key: str) -> bool:
+    """Whether a config key holds an input path (resolved against the file that names it)."""
+    return key not in NOT_PATH_KEYS and (key in PATH_KEYS or key.endswith(PATH_SUFFIXES))
+
+
+def resolve_relative_paths(node: Any, config_file: Path) -> Any:
+    """``node`` (one file's mapping) with the relative values of path keys made absolute against the file's folder."""
+    base = config_file.resolve().parent
+    if isinstance(node, list):
+        return [resolve_relative_paths(item, config_file) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if isinstance(key, str) and is_path_key(key) and isinstance(value, str):
+            out[key] = _resolved(value, base)
+        else:
+            out[key] = resolve_relative_paths(value, config_file)
+    return out
+
+
+def _resolved(value: str, base: Path) -> str:
+    text = value.strip()
+    if text in _NOT_PATHS or "://" in text or text.startswith(("~", "$")) or Path(text).is_absolute():
+        return value  # keywords, package:// and URLs, home- or variable-relative and absolute paths are kept
+    return os.path.normpath(base / text)
+

@@ -60,10 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """Counts and sizes that cannot work, refused before anything is loaded (0 never means "all")."""
+    for option in ("batch_size", "num_images", "kid_subset_size", "kid_subsets", "nearest_k", "is_splits", "image_size", "resize"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            flag = "--" + option.replace("_", "-")
+            default = " (leave it out to use every reference image)" if option == "num_images" else ""
+            raise GenResearchError(f"{flag} {value}: must be at least 1{default}")
+    if args.eta is not None and not args.eta >= 0:
+        raise GenResearchError(f"--eta {args.eta}: must be >= 0 (0: deterministic DDIM)")
+
+
 def evaluate_command(argv: list[str]) -> int:
     from gen_research.sampler_sweep import check_arguments, parse_axes
 
     args = build_parser().parse_args(argv)
+    check_numbers(args)
+    from gen_research.assets import resolve_asset
+
+    args.feature_weights = resolve_asset(args.feature_weights)  # package://NAME: a file shipped with gen_research
     folder_mode = bool(args.real or args.fake)
     axes = parse_axes(args)  # None unless a sampler sweep was asked for
     check_arguments(args, axes, folder_mode)
@@ -92,6 +108,7 @@ def evaluate_command(argv: list[str]) -> int:
     from gen_research.registry import METRICS
 
     names = parse_metric_names(args.metrics)  # unknown names fail before any data is read
+    args.metric_names, args.options = names, options  # for the set-size checks (gen_research.metrics.set_sizes)
     FEATURES.entry(args.features)
     args.with_labels = any(getattr(METRICS.get(name), "needs_labels", False) for name in names)
     args.needs_generator = any(getattr(METRICS.get(name), "needs_generator", False) for name in names)
@@ -129,6 +146,7 @@ def _feed_reference(evaluator: Any, batches: Any, key_parts: dict[str, Any], cac
 
 def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any, bar: Any) -> tuple[Any, dict[str, str]]:
     from gen_research.metrics import sources
+    from gen_research.metrics.set_sizes import check_set_sizes
 
     if args.needs_generator:
         raise GenResearchError("ppl measures a generator: evaluate a checkpoint (--config EXP --ckpt_path CKPT), not folders")
@@ -148,6 +166,10 @@ def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any,
     fake_set = sources.folder_dataset(fake_paths, args.image_size, grey, fake_labels)
     num_real = args.num_images or len(real_set)
     num_fake = args.num_images or len(fake_set)
+    for option, dataset in (("--real", real_set), ("--fake", fake_set)):
+        if args.num_images and args.num_images > len(dataset):  # before any feature is computed
+            raise GenResearchError(f"--num-images {args.num_images} is more than the {len(dataset)} images of {option} {getattr(args, option[2:])}; lower it")
+    check_set_sizes(args.metric_names, args.options, num_real, num_fake, f"--real {args.real}", f"--fake {args.fake}")
     evaluator = make_evaluator(tuple(real_set[0][0].shape), len(class_names) if class_names else None)
     preprocessing = f"image_size={args.image_size},grey={grey}"
     if evaluator.needs_reals:
@@ -201,16 +223,19 @@ def _captions(args: argparse.Namespace, fake_paths: list[str]) -> list[str]:
 
 def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: Any, bar: Any, device: str) -> tuple[Any, dict[str, str]]:
     from gen_research.metrics import sources
+    from gen_research.metrics.set_sizes import check_set_sizes
 
     model, datamodule, data_config = load_model_and_data(args.config, args.ckpt_path)
     model = model.to(device).eval()
     if args.with_labels and not sources.samples_by_class(model):  # before any feature is computed
         raise GenResearchError(f"class-conditional metrics need a model that samples given classes; {type(model).__name__} does not")
     datamodule.setup("validate")
-    evaluator = make_evaluator(tuple(datamodule.image_shape), datamodule.num_classes)
     split_set = getattr(datamodule, f"{args.split}_set")
     num_real = min(args.num_images or len(split_set), len(split_set))
     num_fake = args.num_images or num_real
+    generated = num_fake if getattr(model, "has_prior", False) else num_real  # no prior: reconstructions of the split
+    check_set_sizes(args.metric_names, args.options, num_real, generated, f"the {args.split} split", "the generated set")
+    evaluator = make_evaluator(tuple(datamodule.image_shape), datamodule.num_classes)
     data_key = json.dumps(data_config, sort_keys=True)
     if evaluator.needs_reals:
         key = {"dataset": data_key, "split": args.split, "num_images": num_real, "preprocessing": "datamodule"}

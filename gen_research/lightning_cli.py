@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from gen_research.callbacks.checkpoint import ModelCheckpoint as FinalStepCheckpoint
 from gen_research.callbacks.preemption import StepBoundaryRequeue
 from gen_research.callbacks.rng_state import RandomStateCheckpoint
+from gen_research.config_checks import check_run_config
 from gen_research.errors import GenResearchError
 from gen_research.parser_errors import condense_parser_error, signature_keys
 from gen_research.precision import accept_auto_precision, resolve_auto_precision
@@ -140,6 +141,7 @@ class GenResearchCLI(LightningCLI):
         config = self.config[self.subcommand]
         _refuse_unsafe_loading(config)  # --weights_only=false (docs/security.md)
         # Checks and choices made on the parsed config, before anything is built or written (one step a line).
+        check_run_config(config, self.subcommand)  # trainer/checkpoint/run-folder values that cannot work (gen_research/config_checks.py)
         resolve_auto_precision(config)  # trainer.precision: auto -> bf16-mixed or 32-true for this machine
         self._resolve_checkpoint(config)
         self._choose_run_dir(config)

@@ -91,9 +91,10 @@ def new_run_dir(runs_root: Path, experiment: str, subcommand: str, invocation: S
 def _create_unique(base: Path) -> Path:
     candidate, suffix = base, 1
     while True:
+        missing_parents = [p for p in base.parents if not p.exists()]  # deepest first: removed after a user error too
         try:
             candidate.mkdir(parents=True, exist_ok=False)
-            CREATED_RUN_DIRS.append(candidate)
+            CREATED_RUN_DIRS.extend([candidate, *missing_parents])
             return candidate
         except FileExistsError:
             candidate = base.with_name(f"{base.name}-{suffix}")

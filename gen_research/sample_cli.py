@@ -63,6 +63,13 @@ def sample_keywords(model: Any, args: argparse.Namespace) -> dict[str, Any]:
             takes = sorted(accepted & set(SAMPLE_OPTIONS.values())) or ["no sampling options"]
             raise GenResearchError(f"--{option.replace('_', '-')} does not apply to {type(model).__name__}; its sample() takes: {', '.join(takes)}")
         keywords[keyword] = value
+    train_steps = (getattr(model, "hparams", None) or {}).get("num_train_timesteps")
+    if args.steps is not None and train_steps and args.steps > int(train_steps):
+        raise GenResearchError(f"--steps {args.steps} is more than the {int(train_steps)} noise levels the model was trained on; pass --steps <= {int(train_steps)}")
+    if "sampler" in keywords:  # an unknown name fails now, not inside the sampling loop
+        from gen_research.sampling.diffusion import check_scheduler_name
+
+        check_scheduler_name(keywords["sampler"])
     if args.guidance_scale is not None and getattr(model, "is_diffusion", False) and not getattr(model, "num_classes", None):
         raise GenResearchError("--guidance-scale (classifier-free guidance) needs a class-conditional model; use --classifier-ckpt for an unconditional one")
     if args.classifier_scale is not None and not args.classifier_ckpt:
@@ -95,14 +102,26 @@ def output_folder(args: argparse.Namespace) -> Path:
     return new_run_dir(Path("runs"), Path(args.config).stem, "sample")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Numbers that cannot work, refused before the checkpoint is read or any folder is made."""
+    for option, value, lowest in (("--num-images", args.num_images, 1), ("--batch-size", args.batch_size, 1), ("--steps", args.steps, 1)):
+        if value is not None and value < lowest:
+            raise GenResearchError(f"{option} {value}: must be at least {lowest}; pass a positive {option}")
+    for option, value in (("--temperature", args.temperature), ("--eta", args.eta), ("--guidance-scale", args.guidance_scale),
+                          ("--classifier-scale", args.classifier_scale)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise GenResearchError(f"{option} {value}: must be a finite number >= 0")
+    if args.strength is not None and not 0 < args.strength <= 1:
+        raise GenResearchError(f"--strength {args.strength}: must be in (0, 1], the fraction of the sampling steps run")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise GenResearchError(f"--out {args.out} is a file; pass a new or empty folder")
+
+
 def sample_command(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.num_images < 1:
-        raise GenResearchError("--num-images must be at least 1")
+    check_arguments(args)
     import torch
-    from tqdm import tqdm
 
-    from gen_research.callbacks.images import save_grid
     from gen_research.evaluate_cli import load_model_and_data
     from gen_research.registry import load_builtins
 
@@ -115,7 +134,25 @@ def sample_command(argv: list[str]) -> int:
     model = model.to(device).eval()
     keywords.update(_mode_inputs(args, model, datamodule, device))
     inputs = keywords.pop("init_images", None)
+    from gen_research import run_folder
+
+    existed, created_before = bool(args.out) and Path(args.out).is_dir(), len(run_folder.CREATED_RUN_DIRS)
     out = output_folder(args)
+    try:
+        return _sample_into(out, args, model, keywords, inputs, device)
+    except BaseException:  # a failed run leaves no empty folder behind
+        run_folder.remove_empty_run_dirs(since=created_before)
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _sample_into(out: Path, args: argparse.Namespace, model: Any, keywords: dict[str, Any], inputs: Any, device: str) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from gen_research.callbacks.images import save_grid
+
     generator = torch.Generator(device=device).manual_seed(args.seed)
     images = []
     with torch.no_grad():

@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch import Callback
 
+from gen_research.assets import resolve_asset
 from gen_research.metrics.base import EvalOptions
 from gen_research.metrics.evaluator import Evaluator, batched, reference_outputs, shard
 from gen_research.metrics.sources import generated_batches, image_batches, reconstructed_batches
@@ -54,7 +55,7 @@ class EvaluationCallback(Callback):
     ) -> None:
         self.metrics = metrics
         self.features = features
-        self.feature_weights = feature_weights
+        self.feature_weights = resolve_asset(feature_weights)  # package://NAME: a file shipped in gen_research/assets
         self.feature_resize = feature_resize
         self.num_samples = num_samples
         self.num_reference = num_reference
@@ -70,6 +71,46 @@ class EvaluationCallback(Callback):
         self._reals: dict[str, torch.Tensor] | None = None
         self._last_step = -1
         self.history: list[dict[str, float]] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Every problem of this evaluation, reported before the first training step (not after an epoch):
+        the extractor loads (weights found, image shape fits), each metric can be built and fed by this model
+        and data, and the sets are large enough for every metric."""
+        if stage not in ("fit", "validate"):
+            return
+        cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # building the extractor (random init, then weights) leaves the training RNG alone
+            self._check_setup(trainer, pl_module)
+
+    def _check_setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from gen_research.errors import GenResearchError
+        from gen_research.metrics.set_sizes import check_set_sizes
+        from gen_research.metrics.sources import samples_by_class
+
+        for name in ("num_samples", "batch_size", "every_n_epochs"):
+            if getattr(self, name) < 1:
+                raise GenResearchError(f"evaluation callback: {name}={getattr(self, name)} must be at least 1")
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "image_shape"):
+            raise GenResearchError("the evaluation callback needs one of gen_research's data modules (data: in the experiment)")
+        if self._extractor is None:  # loads the weights now: a missing or wrong file fails here
+            self._extractor = FEATURES.get(self.features)(weights=self.feature_weights, resize=self.feature_resize,
+                                                          image_shape=tuple(datamodule.image_shape))
+        self.options.num_classes = getattr(datamodule, "num_classes", None)
+        evaluator = Evaluator(self._extractor, self.metrics, self.options, device="cpu")  # builds (and so checks) each metric
+        reference_set = getattr(datamodule, f"{self.split}_set", None)
+        if reference_set is None or not len(reference_set):
+            raise GenResearchError(f"the evaluation callback's split {self.split!r} has no images in this data module; set split to train, val or test")
+        has_prior = getattr(pl_module, "has_prior", False)
+        if evaluator.needs_labels and has_prior and not samples_by_class(pl_module):
+            raise GenResearchError(f"class-conditional metrics ({self.metrics}) need a model that samples given classes; {type(pl_module).__name__} does not")
+        if (evaluator.needs_pairs or not has_prior) and not hasattr(pl_module, "reconstruct"):
+            raise GenResearchError(f"{type(pl_module).__name__} neither samples nor reconstructs images; the evaluation callback has nothing to evaluate")
+        if evaluator.needs_texts:
+            raise GenResearchError("clip_score needs a caption per image: evaluate folders with `evaluate --captions`, not during training")
+        num_reference = min(self.num_reference or len(reference_set), len(reference_set))
+        check_set_sizes(evaluator.requested, self.options, num_reference, self.num_samples if has_prior else num_reference,
+                        f"the {self.split} split (num_reference)", "num_samples")
 
     def _due(self, trainer: pl.Trainer) -> bool:
         if self.every_n_steps:
