@@ -11,7 +11,7 @@ from lightning.pytorch import Callback
 from gen_research.assets import resolve_asset
 from gen_research.metrics.base import EvalOptions
 from gen_research.metrics.evaluator import Evaluator, batched, reference_outputs, shard
-from gen_research.metrics.sources import generated_batches, image_batches, reconstructed_batches
+from gen_research.metrics.sources import dataset_fingerprint, generated_batches, image_batches, reconstructed_batches
 from gen_research.registry import CALLBACKS, FEATURES
 
 
@@ -122,7 +122,11 @@ class EvaluationCallback(Callback):
     ) -> None:
         if batch_idx != 0 or dataloader_idx != 0 or trainer.sanity_checking or not self._due(trainer):
             return
-        results = self.evaluate(trainer, pl_module)
+        # Evaluation must not move the global (training, checkpointed) random stream: its first run builds the
+        # reference set through DataLoaders whose iterators draw a seed from it, so a resumed run (which builds it
+        # at another epoch) would continue training on another stream.
+        with torch.random.fork_rng(devices=_cuda_devices(pl_module)):
+            results = self.evaluate(trainer, pl_module)
         self._last_step = trainer.global_step
         self.history.append({"step": trainer.global_step, **results})
         for key, value in results.items():
@@ -134,13 +138,18 @@ class EvaluationCallback(Callback):
 
         The ``num_samples`` samples are cut into chunks of ``batch_size``; chunk k is drawn with its own generator
         (seed ``seed + 7919 k``, classes from k * batch_size on) and process r draws chunks r, r + world, ...
-        Distinct ranks therefore never draw the same noise, and 1 or N processes generate the same images.
+        Distinct ranks therefore never draw the same noise, and 1 or N processes generate the same images, for any
+        N up to the number of chunks. With more processes than chunks the chunks shrink so that every process
+        draws some (an idle process would leave torchmetrics an empty state to gather); the set then differs.
         """
-        num_chunks = -(-self.num_samples // self.batch_size)
+        size = self.batch_size
+        if -(-self.num_samples // size) < world:
+            size = max(1, -(-self.num_samples // world))
+        num_chunks = -(-self.num_samples // size)
         for chunk in range(rank, num_chunks, world):
-            first = chunk * self.batch_size
-            count = min(self.batch_size, self.num_samples - first)
-            yield from generated_batches(pl_module, count, self.batch_size, seed=self.seed + 7919 * chunk,
+            first = chunk * size
+            count = min(size, self.num_samples - first)
+            yield from generated_batches(pl_module, count, size, seed=self.seed + 7919 * chunk,
                                          with_labels=with_labels, first_label=first)
 
     @torch.no_grad()
@@ -163,7 +172,10 @@ class EvaluationCallback(Callback):
 
                     cache = ReferenceCache(self.cache_dir)
                 key = {"dataset": _data_key(datamodule), "split": self.split, "num_images": num_reference, "preprocessing": "datamodule"}
-                self._reals = reference_outputs(evaluator, lambda: image_batches(reference_set, self.batch_size, num_reference, with_labels), key, cache)
+                # Every reference image is fingerprinted (not the first batch): an edited image means new statistics.
+                fingerprint = dataset_fingerprint(reference_set, num_reference) if cache is not None else None
+                self._reals = reference_outputs(evaluator, lambda: image_batches(reference_set, self.batch_size, num_reference, with_labels), key, cache,
+                                                fingerprint=fingerprint)
             for chunk in batched(shard(self._reals, rank, world), 1000):
                 evaluator.add_outputs(chunk, "real")
         if getattr(pl_module, "has_prior", False):
@@ -191,3 +203,7 @@ class EvaluationCallback(Callback):
             for recon, original in reconstructed_batches(pl_module, image_batches(local, self.batch_size)):
                 evaluator.add_pairs(recon, original)
         return evaluator.compute()
+
+
+def _cuda_devices(module: pl.LightningModule) -> list[int]:
+    return [module.device.index or 0] if module.device.type == "cuda" else []

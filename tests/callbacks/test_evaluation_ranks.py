@@ -50,3 +50,11 @@ def test_classes_cycle_over_the_whole_set_whatever_the_number_of_processes():
     assert single.tolist() == [i % 3 for i in range(10)]
     labels = torch.cat([samples(callback, rank, 2, with_labels=True)[1] for rank in range(2)])
     assert sorted(labels.tolist()) == sorted(single.tolist())
+
+
+def test_more_processes_than_chunks_still_gives_every_process_distinct_samples():
+    callback = EvaluationCallback(num_samples=23, batch_size=10, seed=4)  # 3 chunks of 10, 8 processes
+    parts = [samples(callback, rank, 8) for rank in range(8)]
+    assert all(len(p) > 0 for p in parts) and sum(len(p) for p in parts) == 23
+    together = torch.cat(parts).flatten(1)
+    assert len(torch.unique(together, dim=0)) == 23
