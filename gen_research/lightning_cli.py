@@ -13,9 +13,13 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from gen_research.atomic_files import atomic_write_with
+from gen_research.callbacks.checkpoint import AtomicCheckpointIO
 from gen_research.callbacks.checkpoint import ModelCheckpoint as FinalStepCheckpoint
+from gen_research.callbacks.divergence import StopOnNonFinite
 from gen_research.callbacks.preemption import StepBoundaryRequeue
 from gen_research.callbacks.rng_state import RandomStateCheckpoint
 from gen_research.config_checks import check_run_config
@@ -26,6 +30,7 @@ from gen_research.run_folder import (
     CHECKPOINT_DIR,
     RUN_DIR_ENV,
     check_checkpoint_matches,
+    find_best_checkpoint,
     find_last_checkpoint,
     new_run_dir,
     newest_valid_checkpoint,
@@ -34,7 +39,7 @@ from gen_research.run_folder import (
     slurm_restart_count,
 )
 
-LIGHTNING_CKPT_KEYWORDS = ("best", "hpc", "registry")
+LIGHTNING_CKPT_KEYWORDS = ("hpc", "registry")  # passed on to Lightning (fit only)
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -148,14 +153,28 @@ class GenResearchCLI(LightningCLI):
         self._resume_requeued_slurm_job(config)  # SLURM: an explicit checkpoint, the run's newest (never a stale hpc_ckpt)
 
     def _resolve_checkpoint(self, config: Namespace) -> None:
-        """``--ckpt_path last|best|PATH`` -> a checkpoint file, read and checked before anything runs."""
+        """``--ckpt_path last|best|PATH`` -> a checkpoint file, read and checked before anything runs.
+
+        Every subcommand resolves the names the same way (``last``: the newest valid checkpoint of the experiment's
+        latest run by global step; ``best``: that run's best by the monitored metric). validate/test/predict without
+        a checkpoint would evaluate freshly initialised weights with exit status 0: refused, unless the model is
+        initialised from pretrained weights (``init_from``)."""
         experiment = config.name or "default"
         runs_root = Path(config.runs_root)
         ckpt = config.get("ckpt_path")
-        if ckpt == "last" and self.subcommand == "fit":
+        if ckpt == "last":
             ckpt = str(find_last_checkpoint(runs_root, experiment))
-            config.ckpt_path = ckpt
-        if ckpt and ckpt not in LIGHTNING_CKPT_KEYWORDS + ("last",):
+        elif ckpt == "best":
+            ckpt = str(find_best_checkpoint(runs_root, experiment))
+        elif ckpt in LIGHTNING_CKPT_KEYWORDS and self.subcommand != "fit":
+            raise GenResearchError(f"{self.subcommand} --ckpt_path {ckpt}: use last, best or a checkpoint file")
+        elif not ckpt and self.subcommand != "fit" and not _initialised_from_pretrained(config):
+            raise GenResearchError(
+                f"{self.subcommand} needs trained weights: pass --ckpt_path last (the newest checkpoint of "
+                f"{runs_root / experiment}), --ckpt_path best, or a .ckpt file"
+            )
+        config.ckpt_path = ckpt
+        if ckpt and ckpt not in LIGHTNING_CKPT_KEYWORDS:
             self.checkpoint_path = Path(ckpt)
             self.checkpoint = read_checkpoint(self.checkpoint_path)
 
@@ -235,12 +254,17 @@ class GenResearchCLI(LightningCLI):
         trainer_config = self._get(self.config_init, "trainer", default={})
         callbacks = list(trainer_config.get("callbacks") or [])
         callbacks.append(RandomStateCheckpoint())
+        callbacks.append(StopOnNonFinite())  # a NaN/inf loss or gradient is an error before any checkpoint sees it
         callbacks.append(StepBoundaryRequeue())  # SLURM preemption: checkpoint at a step boundary (inert elsewhere)
         if trainer_config.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(RichProgressBar())
         if trainer_config.get("logger") not in (False, None) and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
-        return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+        plugins = trainer_config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())  # temp file beside the checkpoint, fsync, rename
+        return super().instantiate_trainer(callbacks=callbacks, plugins=plugins, **kwargs)
 
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
@@ -253,8 +277,14 @@ class GenResearchCLI(LightningCLI):
             if isinstance(predictions[0], dict):  # one dict per batch -> one dict of concatenated tensors
                 predictions = {k: torch.cat([batch[k].cpu() for batch in predictions]) for k in predictions[0]}
             path = self.run_dir / "predictions.pt"
-            torch.save(predictions, path)
+            atomic_write_with(path, lambda handle: torch.save(predictions, handle))
             print(f"Predictions: {path}", flush=True)
+
+
+def _initialised_from_pretrained(config: Namespace) -> bool:
+    """Whether the configured model loads pretrained weights itself (a diffusers pipeline folder as ``init_from``)."""
+    init_args = config.model.get("init_args") if isinstance(config.get("model"), Namespace) else None
+    return bool(init_args is not None and init_args.get("init_from"))
 
 
 def _refuse_unsafe_loading(config: Namespace) -> None:

@@ -217,6 +217,24 @@ def find_last_checkpoint(runs_root: Path, experiment: str) -> Path:
     return newest
 
 
+def find_best_checkpoint(runs_root: Path, experiment: str) -> Path:
+    """``--ckpt_path best``: the best checkpoint (by the monitored metric) of the experiment's latest run, as its
+    newest checkpoint's ModelCheckpoint state records it."""
+    newest = find_last_checkpoint(runs_root, experiment)
+    checkpoint = torch.load(newest, map_location="cpu", weights_only=True, mmap=True)
+    recorded = [state.get("best_model_path") for name, state in (checkpoint.get("callbacks") or {}).items()
+                if name.startswith("ModelCheckpoint") and isinstance(state, dict)]
+    run_dir = run_dir_of_checkpoint(newest) or newest.parent
+    for path in filter(None, recorded):
+        candidate = run_dir / CHECKPOINT_DIR / Path(path).name  # the run folder may be named another way now
+        if candidate.is_file():
+            return candidate
+    raise GenResearchError(
+        f"--ckpt_path best: {run_dir} records no best checkpoint that still exists (set checkpoint.monitor and "
+        "save_top_k >= 1 when training); pass --ckpt_path last or a checkpoint file"
+    )
+
+
 def read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
     """Load a Lightning checkpoint on CPU, or say in one line why it cannot be used."""
     if not ckpt_path.is_file():

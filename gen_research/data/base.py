@@ -185,10 +185,14 @@ class ImageDataModule(LightningDataModule):
         trainer = self.trainer
         if not _is_fitting(trainer):
             return {}
-        return {
-            "epoch": int(trainer.current_epoch),
-            "batches_started": int(trainer.fit_loop.epoch_loop.batch_progress.current.ready),
-        }
+        batches = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        if batches >= trainer.num_training_batches:
+            # The epoch's batches are all consumed: nothing to skip on resume. Lightning writes checkpoints after
+            # an epoch completed (max_epochs reached, validation-free epoch end) with current_epoch already
+            # advanced but the batch counter of the finished epoch, which would skip the *next* epoch's first
+            # batches (a finished run continued with a larger budget trained on other images).
+            batches = 0
+        return {"epoch": int(trainer.current_epoch), "batches_started": batches}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Lightning restores this before calling train_dataloader(), which applies the skip.

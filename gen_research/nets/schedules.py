@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
 
 def lr_lambda(step: int, warmup_steps: int, total_steps: int | None) -> float:
     """Multiplier on the base lr: linear warm-up, then constant (total_steps None) or cosine to 0."""
@@ -13,3 +16,43 @@ def lr_lambda(step: int, warmup_steps: int, total_steps: int | None) -> float:
         return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WarmupCosine:
+    """``lr_lambda`` as a callable object: LambdaLR saves an object's attributes (not a function's) in its
+    state, so a checkpoint records the schedule length it was trained with and a resume can compare."""
+
+    def __init__(self, warmup_steps: int, total_steps: int | None) -> None:
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+
+    def __call__(self, step: int) -> float:
+        return lr_lambda(step, self.warmup_steps, self.total_steps)
+
+
+class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
+    """LambdaLR over :class:`WarmupCosine` that keeps the *configured* schedule length on resume, and says so
+    when it differs from the checkpoint's.
+
+    The cosine length is derived from the trainer budget (max_steps / max_epochs). A finished run continued
+    with a larger budget therefore gets a longer cosine than the one it was trained with: its learning rate
+    jumps from the old curve to the new one, and it cannot end with the weights of a run that had the larger
+    budget from the start (that run used a different learning rate from step 0). That is inherent in
+    budget-derived schedules, so it is announced rather than hidden; a constant schedule resumes exactly.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int | None) -> None:
+        super().__init__(optimizer, WarmupCosine(warmup_steps, total_steps))
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        configured = [(fn.warmup_steps, fn.total_steps) for fn in self.lr_lambdas]
+        super().load_state_dict(state_dict)
+        for fn, (warmup, total) in zip(self.lr_lambdas, configured):
+            if fn.total_steps != total:
+                rank_zero_warn(
+                    f"the cosine learning-rate schedule was {fn.total_steps} steps long in the checkpoint "
+                    f"and is {total} steps with this budget; from step {self.last_epoch} the learning rate follows the "
+                    f"{total}-step curve (multiplier {lr_lambda(self.last_epoch, warmup, fn.total_steps):.4g} -> "
+                    f"{lr_lambda(self.last_epoch, warmup, total):.4g}); use lr_schedule: constant for a budget-independent schedule"
+                )
+            fn.warmup_steps, fn.total_steps = warmup, total

@@ -56,3 +56,35 @@ class CrashAtStep(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
             raise SimulatedCrash(f"simulated crash at step {trainer.global_step}")
+
+
+def assert_same_training_state(expected: dict, actual: dict) -> None:
+    """Bit-identical training state of two Lightning checkpoints: step counters, EMA and raw weights, every
+    optimizer moment, the LR schedule and the global RNG streams."""
+    assert actual["global_step"] == expected["global_step"] and actual["epoch"] == expected["epoch"]
+    for key in ("state_dict", "current_model_state", "averaging_state"):  # EMA weights, raw weights, EMA counters
+        if key in expected or key in actual:
+            mismatched = [k for k in expected[key] if not torch.equal(expected[key][k], actual[key][k])]
+            assert expected[key].keys() == actual[key].keys() and not mismatched, (key, mismatched[:3])
+    for want, got in zip(expected["optimizer_states"], actual["optimizer_states"], strict=True):
+        for index, moments in want["state"].items():
+            for name, value in moments.items():
+                assert torch.equal(value, got["state"][index][name]), (index, name)
+    for want, got in zip(expected["lr_schedulers"], actual["lr_schedulers"], strict=True):
+        assert want["last_epoch"] == got["last_epoch"] and want["_last_lr"] == got["_last_lr"]
+    want_rng = expected["callbacks"]["RandomStateCheckpoint"]["rng_states"]["torch"]
+    assert torch.equal(want_rng, actual["callbacks"]["RandomStateCheckpoint"]["rng_states"]["torch"])
+
+
+class SleepAtStep(Callback):
+    """Sleeps after optimizer step ``step`` so that a ``max_time`` budget runs out exactly there (Lightning's Timer
+    checks after this callback, at the same step end): a deterministic max_time stop."""
+
+    def __init__(self, step: int, seconds: float) -> None:
+        self.step, self.seconds = step, seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            import time
+
+            time.sleep(self.seconds)
