@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gen_research.atomic_files import atomic_write_text
 from gen_research.errors import GenResearchError, OneLineArgumentParser
 
 
@@ -129,16 +130,19 @@ def evaluate_command(argv: list[str]) -> int:
     results = evaluator.compute()
     print_results(results, context)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")  # all or nothing, temp file beside it
         print(f"Results: {args.json}")
     return 0
 
 
-def _feed_reference(evaluator: Any, batches: Any, key_parts: dict[str, Any], cache: Any, bar: Any, role: str) -> int:
+def _feed_reference(evaluator: Any, batches: Any, key_parts: dict[str, Any], cache: Any, bar: Any, role: str,
+                    dataset: Any, num_images: int | None = None) -> int:
+    """Reference outputs (cached under a key that fingerprints every image of ``dataset`` fed) into the metrics."""
     from gen_research.metrics.evaluator import batched, reference_outputs
+    from gen_research.metrics.sources import dataset_fingerprint
 
-    outputs = reference_outputs(evaluator, batches, key_parts, cache, progress=bar(f"features of {role} images"))
+    fingerprint = dataset_fingerprint(dataset, num_images) if cache is not None else None
+    outputs = reference_outputs(evaluator, batches, key_parts, cache, progress=bar(f"features of {role} images"), fingerprint=fingerprint)
     for chunk in batched(outputs, 1000):
         evaluator.add_outputs(chunk, role)
     return len(next(iter(outputs.values())))
@@ -173,17 +177,16 @@ def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any,
     evaluator = make_evaluator(tuple(real_set[0][0].shape), len(class_names) if class_names else None)
     preprocessing = f"image_size={args.image_size},grey={grey}"
     if evaluator.needs_reals:
-        key = {"dataset": f"folder:{Path(args.real).resolve()}", "listing": sources.folder_listing_hash(real_paths),
-               "split": "all", "num_images": num_real, "preprocessing": preprocessing}
-        _feed_reference(evaluator, lambda: sources.image_batches(real_set, args.batch_size, num_real, args.with_labels), key, cache, bar, "real")
+        key = {"dataset": f"folder:{Path(args.real).resolve()}", "split": "all", "num_images": num_real, "preprocessing": preprocessing}
+        _feed_reference(evaluator, lambda: sources.image_batches(real_set, args.batch_size, num_real, args.with_labels), key, cache, bar, "real",
+                        real_set, num_real)
     if evaluator.needs_train:
         if not args.train:
             raise GenResearchError("memorization metrics need the training images: pass --train DIR")
         train_paths = sources.folder_images(args.train, "--train")
         train_set = sources.folder_dataset(train_paths, args.image_size, grey)
-        key = {"dataset": f"folder:{Path(args.train).resolve()}", "listing": sources.folder_listing_hash(train_paths),
-               "split": "all", "num_images": len(train_set), "preprocessing": preprocessing}
-        _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train")
+        key = {"dataset": f"folder:{Path(args.train).resolve()}", "split": "all", "num_images": len(train_set), "preprocessing": preprocessing}
+        _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train", train_set)
     if evaluator.needs_raw_reals:
         for images, labels in sources.image_batches(real_set, args.batch_size, num_real, with_labels=True):
             evaluator.add_raw_images(images, "real", labels if args.with_labels else None)
@@ -239,11 +242,12 @@ def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: A
     data_key = json.dumps(data_config, sort_keys=True)
     if evaluator.needs_reals:
         key = {"dataset": data_key, "split": args.split, "num_images": num_real, "preprocessing": "datamodule"}
-        _feed_reference(evaluator, lambda: sources.image_batches(split_set, args.batch_size, num_real, args.with_labels), key, cache, bar, "real")
+        _feed_reference(evaluator, lambda: sources.image_batches(split_set, args.batch_size, num_real, args.with_labels), key, cache, bar, "real",
+                        split_set, num_real)
     if evaluator.needs_train:
         train_set = datamodule.train_set
         key = {"dataset": data_key, "split": "train", "num_images": len(train_set), "preprocessing": "datamodule"}
-        _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train")
+        _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train", train_set)
     if evaluator.needs_texts:
         raise GenResearchError("clip_score needs captions: evaluate folders with --captions (no text-conditioned family exists yet)")
     if evaluator.needs_raw_reals:

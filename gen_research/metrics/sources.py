@@ -38,18 +38,6 @@ def is_grey(path: str) -> bool:
         return image.mode in GREY_MODES
 
 
-def folder_listing_hash(paths: list[str]) -> str:
-    """Deprecated (mtimes, not contents): evaluate_cli now keys folders by :func:`dataset_fingerprint`; kept only
-    until that change of evaluate_cli.py is committed."""
-    import os
-
-    digest = hashlib.sha256()
-    for path in paths:
-        stat = os.stat(path)
-        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
-
-
 def dataset_fingerprint(dataset: Dataset, num_images: int | None = None, batch_size: int = 256) -> str:
     """A content hash of the first ``num_images`` items (all by default) of a reference set, in the order the
     evaluation reads them: part of the reference-cache key, so editing any image (not only the first batch's)
