@@ -88,3 +88,34 @@ class SleepAtStep(Callback):
             import time
 
             time.sleep(self.seconds)
+
+
+class KillDuringWrite(Callback):
+    """SIGKILLs the process in the middle of writing the checkpoint of optimizer step ``step``: half of its bytes are
+    in the checkpoint IO's temporary file (fsynced), the rename has not happened. A power cut during a save."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        import io
+        import signal
+
+        from gen_research.atomic_files import atomic_open
+
+        checkpoint_io = trainer.strategy.checkpoint_io
+        original = checkpoint_io.save_checkpoint
+
+        def save(checkpoint, path, storage_options=None):
+            if checkpoint.get("global_step") == self.step:
+                buffer = io.BytesIO()
+                torch.save(checkpoint, buffer)
+                data = buffer.getvalue()
+                with atomic_open(path, "wb") as handle:
+                    handle.write(data[: len(data) // 2])
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return original(checkpoint, path, storage_options)
+
+        checkpoint_io.save_checkpoint = save
