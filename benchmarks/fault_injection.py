@@ -120,7 +120,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     results = []
     for index in range(args.trials):
-        result = trial(args.workdir, f"kill-{index:02d}", expected, kill_after=rng.uniform(0.3 * duration, duration))
+        result = trial(args.workdir, f"kill-{index:02d}", expected, kill_after=rng.uniform(0.6 * duration, 1.05 * duration))
         results.append(result)
         print(json.dumps(result), flush=True)
     for index in range(args.write_kills):

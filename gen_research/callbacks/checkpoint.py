@@ -44,6 +44,8 @@ class ModelCheckpoint(LightningModelCheckpoint):
        directories, and the bookkeeping is rebased onto the current one.
     """
 
+    _epoch_at_last_save: int | None = None
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         # The step that ends training in the middle of an epoch (max_steps, or max_time / an early stop setting
@@ -55,10 +57,18 @@ class ModelCheckpoint(LightningModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # _should_skip_saving_checkpoint: not fitting, sanity check, fast_dev_run, or this step is already saved.
-        if self.save_last and self._last_checkpoint_saved and not self._should_skip_saving_checkpoint(trainer):
+        # Written again when the last save was at this step but before the epoch counted as completed (a step
+        # checkpoint on the last batch): last.ckpt then records the finished run the same way whether it ran
+        # through or was resumed from that step checkpoint.
+        epoch_moved = self._last_global_step_saved == trainer.global_step and self._epoch_at_last_save != trainer.current_epoch
+        skip = self._should_skip_saving_checkpoint(trainer) and not (epoch_moved and not trainer.sanity_checking and not trainer.fast_dev_run)
+        if self.save_last and self._last_checkpoint_saved and not skip:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         super().on_train_end(trainer, pl_module)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self._epoch_at_last_save = trainer.current_epoch
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved_dir = state_dict.get("dirpath")

@@ -119,3 +119,15 @@ class KillDuringWrite(Callback):
             return original(checkpoint, path, storage_options)
 
         checkpoint_io.save_checkpoint = save
+
+
+class CrashBeforeValidation(Callback):
+    """Kills training when the validation after optimizer step ``step`` starts: after that step's checkpoint,
+    before the epoch end (for the last step of a run: after its final step checkpoint, before training ended)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and trainer.global_step >= self.step:
+            raise SimulatedCrash(f"simulated crash before the validation at step {trainer.global_step}")

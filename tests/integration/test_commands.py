@@ -39,8 +39,11 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(ddp_dir, "tiny_vae")  # both ranks agreed on one folder
     ddp_ckpt = run_dir / "checkpoints" / "last.ckpt"
-    checkpoint = torch.load(ddp_ckpt, weights_only=False)
+    checkpoint = torch.load(ddp_ckpt, weights_only=True)
     assert checkpoint["global_step"] == 6  # 2 epochs x 3 batches per rank, gradients averaged across ranks
+    # Each rank trains on a random stream of its own (not rank 0's noise on other images), saved per rank for resume.
+    per_rank = checkpoint["callbacks"]["RandomStateCheckpoint"]["rng_states_per_rank"]
+    assert len(per_rank) == 2 and not torch.equal(per_rank[0]["torch"], per_rank[1]["torch"])
     assert "gloo" in result.stderr + result.stdout or "distributed_backend=gloo" in result.stderr + result.stdout
     assert len(list((run_dir / "samples").glob("*.png"))) == 6  # grids from rank 0 only, one set per epoch
     # The evaluation callback ran on both ranks and logged once per epoch.

@@ -75,3 +75,16 @@ def test_ddpm_with_ema_crash_after_the_epoch_end_checkpoint(workdir):
     full, resumed = last_checkpoint(workdir, "full"), last_checkpoint(workdir, "split")
     assert full["global_step"] == 6
     assert_same_training_state(full, resumed)
+
+
+def test_crash_after_the_final_step_checkpoint_before_training_ended(workdir):
+    # A checkpoint every step: the crash comes after the step-10 checkpoint, in the last epoch's end. The resumed
+    # run only finishes that epoch; its last.ckpt records the finished run as the uninterrupted one does.
+    steps = [*VAE, "--checkpoint.every_n_train_steps=1", "--checkpoint.monitor=null"]
+    crash = '--trainer.callbacks+={"class_path": "tests.integration.helpers.CrashBeforeValidation", "init_args": {"step": 10}}'
+    assert run_in_process("fit", *steps, "--name=full") == 0
+    with pytest.raises(SimulatedCrash):
+        run_in_process("fit", *steps, "--name=split", crash)
+    assert last_checkpoint(workdir, "split")["global_step"] == 10
+    assert run_in_process("fit", *steps, "--name=split", "--ckpt_path=last") == 0
+    assert_same_training_state(last_checkpoint(workdir, "full"), last_checkpoint(workdir, "split"))
