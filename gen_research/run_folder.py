@@ -168,36 +168,38 @@ def checkpoint_files(run_dir: Path) -> list[Path]:
     return [path for path in found if path.is_file()]
 
 
-def _global_step(path: Path) -> int | None:
-    """The checkpoint's global step, or None if it cannot be read (truncated, foreign, not a Lightning file)."""
+def _global_step(path: Path) -> tuple[int | None, str]:
+    """The checkpoint's global step, or None and why it cannot be used (damaged, foreign, or needing pickled
+    objects, which are never unpickled)."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        step = checkpoint["global_step"]
-        return int(step)
+        checkpoint = load_plain(path, "checkpoint", mmap=True)
+        return int(checkpoint["global_step"]), ""
+    except GenResearchError:
+        return None, "holds pickled Python objects and is not loaded (loading it could execute code)"
     except Exception:  # torch raises many types for a damaged file
-        return None
+        return None, "cannot be read (truncated or damaged)"
 
 
 def newest_valid_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint of ``run_dir`` with the highest global step (ties: the one written last), or None if it
-    has none. An unreadable checkpoint written after it (a truncated copy, a damaged disk) is never silently
-    skipped: that is an error naming both files, so the user decides."""
+    has none. An unusable checkpoint written after it (a truncated copy, a damaged disk, a foreign file) is never
+    silently skipped: that is an error naming both files, so the user decides."""
     readable: list[tuple[int, int, Path]] = []
-    unreadable: list[tuple[int, Path]] = []
+    unusable: list[tuple[int, Path, str]] = []
     for path in checkpoint_files(run_dir):
         mtime = path.stat().st_mtime_ns
-        step = _global_step(path)
+        step, problem = _global_step(path)
         if step is None:
-            unreadable.append((mtime, path))
+            unusable.append((mtime, path, problem))
         else:
             readable.append((step, mtime, path))
     best = max(readable, default=None, key=lambda item: (item[0], item[1]))
-    newer_damaged = [path for mtime, path in sorted(unreadable) if best is None or mtime > best[1]]
-    if newer_damaged:
+    newer_unusable = [(path, problem) for mtime, path, problem in sorted(unusable, key=lambda item: item[0])
+                      if best is None or mtime > best[1]]
+    if newer_unusable:
+        path, problem = newer_unusable[-1]
         offer = f"the newest valid one is {best[2]} (step {best[0]}): pass --ckpt_path {best[2]}" if best else "no valid checkpoint remains in this run"
-        raise GenResearchError(
-            f"checkpoint {newer_damaged[-1]} cannot be read (truncated or damaged); {offer}, or move the damaged file away"
-        )
+        raise GenResearchError(f"checkpoint {path} {problem}; {offer}, or move that file away")
     return best[2] if best else None
 
 
