@@ -5,8 +5,8 @@ with ``--ckpt_path last``, and check it ends bit-identical to an uninterrupted r
 
 The run is the tiny VAE of the test suite (EMA, sample grids, the evaluation callback) for 3 epochs with a
 checkpoint after every step, so that kills land before, between and during checkpoint writes. Each trial:
-start the run in a fresh process, SIGKILL it after a seeded random delay (between the start and the reference
-run's duration), note what the run folder holds (the newest step, a leftover ``.tmp-`` file = killed during a
+start the run in a fresh process, SIGKILL it after a seeded random delay (60% to 105% of the reference run's
+duration: start-up is about half of it, and a run that finished first counts as not killed), note what the run folder holds (the newest step, a leftover ``.tmp-`` file = killed during a
 write), resume until it finishes, and compare weights (EMA and training), optimizer moments, LR schedule, step
 counters and RNG state with the uninterrupted run. Trials with ``--write-kills`` more are killed from inside
 the checkpoint IO after half of a checkpoint's bytes were written (tests.integration.helpers.KillDuringWrite).
