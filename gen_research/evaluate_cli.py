@@ -284,11 +284,12 @@ def load_model_and_data(config_path: str, ckpt_path: str) -> tuple[Any, Any, dic
 
     from gen_research.config_files import check_class_paths, experiment_imports, load_experiment
     from gen_research.parser_errors import condense_parser_error
-    from gen_research.run_folder import read_checkpoint
+    from gen_research.run_folder import read_checkpoint, resolve_checkpoint_name
 
     config = load_experiment(Path(config_path))
     if "model" not in config or "data" not in config:
         raise GenResearchError(f"{config_path} must define model and data")
+    ckpt_path = str(resolve_checkpoint_name(ckpt_path, Path(config.get("runs_root") or "runs"), config.get("name") or Path(config_path).stem))
     checkpoint = read_checkpoint(Path(ckpt_path))
     class_path = config["model"]["class_path"]
     saved_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")

@@ -30,11 +30,10 @@ from gen_research.run_folder import (
     CHECKPOINT_DIR,
     RUN_DIR_ENV,
     check_checkpoint_matches,
-    find_best_checkpoint,
-    find_last_checkpoint,
     new_run_dir,
     newest_valid_checkpoint,
     read_checkpoint,
+    resolve_checkpoint_name,
     run_dir_of_checkpoint,
     slurm_restart_count,
 )
@@ -162,10 +161,8 @@ class GenResearchCLI(LightningCLI):
         experiment = config.name or "default"
         runs_root = Path(config.runs_root)
         ckpt = config.get("ckpt_path")
-        if ckpt == "last":
-            ckpt = str(find_last_checkpoint(runs_root, experiment))
-        elif ckpt == "best":
-            ckpt = str(find_best_checkpoint(runs_root, experiment))
+        if ckpt in ("last", "best"):
+            ckpt = str(resolve_checkpoint_name(ckpt, runs_root, experiment))
         elif ckpt in LIGHTNING_CKPT_KEYWORDS and self.subcommand != "fit":
             raise GenResearchError(f"{self.subcommand} --ckpt_path {ckpt}: use last, best or a checkpoint file")
         elif not ckpt and self.subcommand != "fit" and not _initialised_from_pretrained(config):

@@ -237,6 +237,15 @@ def find_best_checkpoint(runs_root: Path, experiment: str) -> Path:
     )
 
 
+def resolve_checkpoint_name(ckpt_path: str, runs_root: Path, experiment: str) -> Path:
+    """``last`` and ``best`` as every command reads them (the experiment's latest run); any other value is a path."""
+    if ckpt_path == "last":
+        return find_last_checkpoint(runs_root, experiment)
+    if ckpt_path == "best":
+        return find_best_checkpoint(runs_root, experiment)
+    return Path(ckpt_path)
+
+
 def read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
     """Load a Lightning checkpoint on CPU, or say in one line why it cannot be used."""
     if not ckpt_path.is_file():

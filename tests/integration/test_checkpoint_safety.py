@@ -134,3 +134,20 @@ def test_a_checkpoint_write_killed_midway_leaves_the_previous_file_with_tmpdir_o
     assert previous["global_step"] == 1 and torch.equal(previous["weights"], torch.zeros(3))
     leftovers = [p.name for p in target.parent.iterdir() if p != target]
     assert all(name.startswith(".tmp-last.ckpt.") for name in leftovers), leftovers  # the half-written temp, never the target
+
+
+def test_sample_and_evaluate_read_last_and_best_like_fit(trained, workdir, monkeypatch):
+    config = str(TEST_CONFIGS / "tiny_vae.yaml")
+    loaded, original = [], torch.load
+    def spy(path, *args, **kwargs):
+        if isinstance(path, (str, os.PathLike)):
+            loaded.append(os.path.abspath(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    assert run_in_process("sample", "--config", config, "--ckpt_path", "last", "--num-images", "4", "--out", "from-last") == 0
+    assert str((trained / "checkpoints" / "last.ckpt").resolve()) in loaded
+    assert len(list((workdir / "from-last").glob("*.png"))) >= 1
+    loaded.clear()
+    assert run_in_process("evaluate", "--config", config, "--ckpt_path", "best", "--metrics", "fid", "--num-images", "20") == 0
+    assert str(next((trained / "checkpoints").glob("best-*.ckpt")).resolve()) in loaded
