@@ -60,7 +60,9 @@ class ModelCheckpoint(LightningModelCheckpoint):
         # Written again when the last save was at this step but before the epoch counted as completed (a step
         # checkpoint on the last batch): last.ckpt then records the finished run the same way whether it ran
         # through or was resumed from that step checkpoint.
-        epoch_moved = self._last_global_step_saved == trainer.global_step and self._epoch_at_last_save != trainer.current_epoch
+        # (Only when that epoch's batches were all run: a mid-epoch stop keeps the in-progress state saved above.)
+        epoch_done = trainer.fit_loop.epoch_loop.batch_progress.current.ready >= trainer.num_training_batches
+        epoch_moved = epoch_done and self._last_global_step_saved == trainer.global_step and self._epoch_at_last_save != trainer.current_epoch
         skip = self._should_skip_saving_checkpoint(trainer) and not (epoch_moved and not trainer.sanity_checking and not trainer.fast_dev_run)
         if self.save_last and self._last_checkpoint_saved and not skip:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -186,7 +186,7 @@ class ImageDataModule(LightningDataModule):
         if not _is_fitting(trainer):
             return {}
         batches = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
-        if batches >= trainer.num_training_batches:
+        if batches >= getattr(trainer, "num_training_batches", float("inf")):
             # The epoch's batches are all consumed: nothing to skip on resume. Lightning writes checkpoints after
             # an epoch completed (max_epochs reached, validation-free epoch end) with current_epoch already
             # advanced but the batch counter of the finished epoch, which would skip the *next* epoch's first
