@@ -178,9 +178,9 @@ def env_imports() -> tuple[str, ...]:
 
 def is_allowed_class_path(class_path: str, imports: tuple[str, ...] = ()) -> bool:
     """Registered classes, the trusted libraries and the listed modules (a prefix matches whole name parts)."""
+    prefixes = TRUSTED_MODULES + env_imports() + tuple(imports)  # a malformed $GEN_RESEARCH_IMPORTS is reported always
     if any(entry.class_path == class_path for registry in all_class_registries() for entry in registry):
         return True
-    prefixes = TRUSTED_MODULES + env_imports() + tuple(imports)
     return any(class_path == prefix or class_path.startswith(prefix + ".") for prefix in prefixes)
 
 
