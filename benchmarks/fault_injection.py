@@ -5,8 +5,9 @@ with ``--ckpt_path last``, and check it ends bit-identical to an uninterrupted r
 
 The run is the tiny VAE of the test suite (EMA, sample grids, the evaluation callback) for 3 epochs with a
 checkpoint after every step, so that kills land before, between and during checkpoint writes. Each trial:
-start the run in a fresh process, SIGKILL it after a seeded random delay (60% to 105% of the reference run's
-duration: start-up is about half of it, and a run that finished first counts as not killed), note what the run folder holds (the newest step, a leftover ``.tmp-`` file = killed during a
+start the run in a fresh process, SIGKILL it after a seeded random delay (four trials in five: 0 to 105% of the
+reference run's training time after the first checkpoint appeared; one in five: during start-up, before any
+checkpoint; a run that finished first counts as not killed), note what the run folder holds (the newest step, a leftover ``.tmp-`` file = killed during a
 write), resume until it finishes, and compare weights (EMA and training), optimizer moments, LR schedule, step
 counters and RNG state with the uninterrupted run. Trials with ``--write-kills`` more are killed from inside
 the checkpoint IO after half of a checkpoint's bytes were written (tests.integration.helpers.KillDuringWrite).
@@ -48,17 +49,24 @@ def _env() -> dict[str, str]:
     return env
 
 
-def fit(workdir: Path, name: str, *extra: str, kill_after: float | None = None) -> int:
-    """One ``fit`` in a fresh process; SIGKILLed after ``kill_after`` seconds if it is still running then."""
+def fit(workdir: Path, name: str, *extra: str, kill_after: float | None = None, from_first_checkpoint: bool = False) -> int:
+    """One ``fit`` in a fresh process; SIGKILLed ``kill_after`` seconds after its start (or after its first checkpoint
+    appeared) if it is still running then. Returns its exit code (-9 when killed)."""
     process = subprocess.Popen([sys.executable, "-m", "gen_research", "fit", *COMMON, f"--name={name}", *extra],
                                cwd=workdir, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        _, err = process.communicate(timeout=kill_after if kill_after is not None else 900)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGKILL)
-        process.communicate()
-        return -signal.SIGKILL
-    if process.returncode not in (0, -signal.SIGKILL):
+    if kill_after is not None:
+        if from_first_checkpoint:
+            while process.poll() is None and not list((workdir / "runs" / name).rglob("*.ckpt")):
+                time.sleep(0.01)
+        deadline = time.monotonic() + kill_after
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.communicate()
+            return -signal.SIGKILL
+    _, err = process.communicate(timeout=900)
+    if process.returncode not in (0, -signal.SIGKILL):  # -9 here: it killed itself (KillDuringWrite)
         raise RuntimeError(f"fit failed ({process.returncode}): {err[-2000:]}")
     return process.returncode
 
@@ -74,16 +82,26 @@ def final_state(workdir: Path, name: str) -> dict[str, Any]:
     return torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
-def reference(workdir: Path) -> tuple[dict[str, Any], float]:
+def reference(workdir: Path) -> tuple[dict[str, Any], float, float]:
+    """The uninterrupted run: its final state, its start-up time (to the first checkpoint) and its training time."""
     started = time.monotonic()
-    fit(workdir, "reference")
-    return final_state(workdir, "reference"), time.monotonic() - started
+    process = subprocess.Popen([sys.executable, "-m", "gen_research", "fit", *COMMON, "--name=reference"],
+                               cwd=workdir, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while process.poll() is None and not list((workdir / "runs").rglob("*.ckpt")):
+        time.sleep(0.01)
+    first_checkpoint = time.monotonic()
+    _, err = process.communicate(timeout=900)
+    if process.returncode != 0:
+        raise RuntimeError(f"reference fit failed: {err[-2000:]}")
+    return final_state(workdir, "reference"), first_checkpoint - started, time.monotonic() - first_checkpoint
 
 
-def trial(workdir: Path, name: str, expected: dict[str, Any], kill_after: float | None = None, write_kill_step: int | None = None) -> dict[str, Any]:
-    """Kill one run (after ``kill_after`` s, or inside the checkpoint write of ``write_kill_step``), resume, compare."""
+def trial(workdir: Path, name: str, expected: dict[str, Any], kill_after: float | None = None, write_kill_step: int | None = None,
+          from_first_checkpoint: bool = True) -> dict[str, Any]:
+    """Kill one run (``kill_after`` s after its first checkpoint, or after its start, or inside the checkpoint write
+    of ``write_kill_step``), resume it, compare with the uninterrupted run."""
     extra = [WRITE_KILL.format(write_kill_step)] if write_kill_step is not None else []
-    code = fit(workdir, name, *extra, kill_after=kill_after)
+    code = fit(workdir, name, *extra, kill_after=kill_after, from_first_checkpoint=from_first_checkpoint)
     folder = run_folder(workdir, name)
     checkpoints = folder / "checkpoints" if folder else None
     names = sorted(p.name for p in checkpoints.iterdir()) if checkpoints and checkpoints.is_dir() else []
@@ -99,7 +117,8 @@ def trial(workdir: Path, name: str, expected: dict[str, Any], kill_after: float 
         identical = True
     except AssertionError:
         identical = False
-    return {"trial": name, "kill_after_s": kill_after, "write_kill_step": write_kill_step, "killed": code == -signal.SIGKILL,
+    return {"trial": name, "kill_after_s": kill_after, "after_first_checkpoint": from_first_checkpoint and kill_after is not None,
+            "write_kill_step": write_kill_step, "killed": code == -signal.SIGKILL,
             "newest_step_at_kill": killed_at, "killed_during_write": bool(temp_left), "identical": identical}
 
 
@@ -115,12 +134,15 @@ def main() -> int:
     from gen_research.precision import describe_cpu
 
     print(f"CPU: {describe_cpu()}", flush=True)
-    expected, duration = reference(args.workdir)
-    print(f"reference run: {duration:.1f} s, step {expected['global_step']}", flush=True)
+    expected, startup, training = reference(args.workdir)
+    print(f"reference run: start-up {startup:.1f} s, training {training:.1f} s, step {expected['global_step']}", flush=True)
     rng = random.Random(args.seed)
     results = []
     for index in range(args.trials):
-        result = trial(args.workdir, f"kill-{index:02d}", expected, kill_after=rng.uniform(0.6 * duration, 1.05 * duration))
+        # One trial in five is killed during start-up (before any checkpoint), the others while training runs.
+        during_startup = index % 5 == 4
+        delay = rng.uniform(0.3 * startup, startup) if during_startup else rng.uniform(0, 1.05 * training)
+        result = trial(args.workdir, f"kill-{index:02d}", expected, kill_after=delay, from_first_checkpoint=not during_startup)
         results.append(result)
         print(json.dumps(result), flush=True)
     for index in range(args.write_kills):
@@ -128,7 +150,7 @@ def main() -> int:
         results.append(result)
         print(json.dumps(result), flush=True)
     summary = {
-        "cpu": describe_cpu(), "reference_seconds": round(duration, 1), "trials": len(results),
+        "cpu": describe_cpu(), "reference_startup_seconds": round(startup, 1), "reference_training_seconds": round(training, 1), "trials": len(results),
         "killed": sum(r["killed"] for r in results), "killed_during_write": sum(r["killed_during_write"] for r in results),
         "identical": sum(r["identical"] for r in results),
         "kill_steps": sorted({r["newest_step_at_kill"] for r in results if r["newest_step_at_kill"] is not None}),
