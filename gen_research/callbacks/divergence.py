@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
@@ -20,9 +21,10 @@ class StopOnNonFinite(Callback):
     Raising there means the optimizer never applies the bad update and no checkpoint callback runs (Lightning
     does not checkpoint on an exception), so ``last.ckpt`` and ``best-*.ckpt`` keep the last finite state. The
     message names the step and the offending logged loss term (``train/kl``...), or the first parameter whose
-    gradient is not finite. Checking costs one fused reduction over the gradients per step. Under DDP the
-    gradients are all-reduced before this hook, so every rank sees the same verdict and stops together.
-    The CLI adds it to every ``fit``.
+    gradient is not finite. Checking costs one reduction per gradient tensor a step, and under DDP one scalar
+    all-reduce so that every rank reaches the same verdict and stops together. With fp16 loss scaling
+    (``16-mixed``) an occasional inf gradient is expected (the scaler skips that step and lowers its scale), so
+    only the loss is checked there. The CLI adds it to every ``fit``.
     """
 
     def __init__(self) -> None:
@@ -34,7 +36,8 @@ class StopOnNonFinite(Callback):
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad.detach() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         loss_ok = self._loss is None or bool(self._loss.isfinite().all())
-        grads_ok = not grads or bool(torch.stack([g.float().abs().sum() for g in grads]).sum().isfinite())
+        loss_scaled = getattr(trainer.precision_plugin, "scaler", None) is not None  # fp16 GradScaler: inf grads are skipped steps
+        grads_ok = loss_scaled or not grads or bool(torch.stack([g.float().abs().sum() for g in grads]).sum().isfinite())
         bad = not (loss_ok and grads_ok)
         if trainer.world_size > 1:  # decide together: a rank that raised alone would leave the others waiting
             flag = torch.tensor(float(bad), device=pl_module.device)
