@@ -18,7 +18,9 @@ EVALUATION = ('--trainer.callbacks+={"class_path": "evaluation", "init_args": {"
 VAE = ["--config", str(TEST_CONFIGS / "tiny_vae.yaml"), "--trainer.enable_progress_bar=false", "--trainer.logger=false",
        "--model.init_args.lr_schedule=constant", EVALUATION]
 DDPM = ["--config", str(TEST_CONFIGS / "tiny_ddpm.yaml"), "--trainer.max_epochs=2",
-        '--trainer.callbacks+={"class_path": "ema", "init_args": {"decay": 0.8}}']
+        '--trainer.callbacks+={"class_path": "ema", "init_args": {"decay": 0.8}}',
+        '--trainer.callbacks+={"class_path": "sample_grid", "init_args": {"num_samples": 4}}',
+        '--trainer.callbacks+={"class_path": "evaluation", "init_args": {"metrics": "fid", "num_samples": 20, "batch_size": 10, "cache_dir": "cache"}}']
 
 
 def last_checkpoint(root, name):
@@ -66,7 +68,7 @@ def test_run_stopped_by_max_time_continued(workdir, vae_reference):
     assert_same_training_state(vae_reference, last_checkpoint(workdir, "split"))
 
 
-def test_ddpm_with_ema_crash_after_the_epoch_end_checkpoint(workdir):
+def test_ddpm_with_ema_grids_and_evaluation_crash_after_the_epoch_end_checkpoint(workdir):
     assert run_in_process("fit", *DDPM, "--name=full") == 0
     with pytest.raises(SimulatedCrash):
         run_in_process("fit", *DDPM, "--name=split", CRASH.format(3))  # 3 batches an epoch
