@@ -3,7 +3,8 @@ with ``--ckpt_path last``, and check it ends bit-identical to an uninterrupted r
 
     python benchmarks/fault_injection.py --trials 20 --seed 0 --out fault-injection.json
 
-The run is the tiny VAE of the test suite (EMA, sample grids, the evaluation callback) for 3 epochs with a
+The run is the tiny VAE of the test suite (EMA, sample grids, the evaluation callback) for 3 epochs, or with
+``--experiment ddpm`` the tiny DDPM (EMA, sample grids, the evaluation callback) for 5 epochs, with a
 checkpoint after every step, so that kills land before, between and during checkpoint writes. Each trial:
 start the run in a fresh process, SIGKILL it after a seeded random delay (four trials in five: 0 to 105% of the
 reference run's training time after the first checkpoint appeared; one in five: during start-up, before any
@@ -36,9 +37,17 @@ from tests.integration.helpers import assert_same_training_state  # noqa: E402
 
 EVALUATION = ('--trainer.callbacks+={"class_path": "evaluation", "init_args": {"metrics": "fid,precision,recall", '
               '"num_samples": 40, "batch_size": 20, "cache_dir": "cache"}}')
-COMMON = ["--config", str(REPO / "tests" / "configs" / "tiny_vae.yaml"), "--trainer.enable_progress_bar=false",
-          "--trainer.logger=false", "--trainer.max_epochs=3", "--model.init_args.lr_schedule=constant",
-          "--checkpoint.every_n_train_steps=1", "--checkpoint.monitor=null", EVALUATION]
+CHECKPOINT_EVERY_STEP = ["--trainer.enable_progress_bar=false", "--trainer.logger=false",
+                         "--checkpoint.every_n_train_steps=1", "--checkpoint.monitor=null", EVALUATION]
+# 15 optimizer steps each: the VAE 3 epochs of 5 batches, the DDPM 5 epochs of 3, both with EMA and sample grids.
+EXPERIMENTS = {
+    "vae": ["--config", str(REPO / "tests" / "configs" / "tiny_vae.yaml"), "--trainer.max_epochs=3",
+            "--model.init_args.lr_schedule=constant", *CHECKPOINT_EVERY_STEP],
+    "ddpm": ["--config", str(REPO / "tests" / "configs" / "tiny_ddpm.yaml"), "--trainer.max_epochs=5",
+             '--trainer.callbacks+={"class_path": "ema", "init_args": {"decay": 0.8}}',
+             '--trainer.callbacks+={"class_path": "sample_grid", "init_args": {"num_samples": 4}}', *CHECKPOINT_EVERY_STEP],
+}
+COMMON = EXPERIMENTS["vae"]  # main() switches it with --experiment
 WRITE_KILL = '--trainer.callbacks+={{"class_path": "tests.integration.helpers.KillDuringWrite", "init_args": {{"step": {}}}}}'
 
 
@@ -127,9 +136,12 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=20, help="random-time SIGKILL trials")
     parser.add_argument("--write-kills", type=int, default=5, help="trials killed inside a checkpoint write")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--experiment", choices=sorted(EXPERIMENTS), default="vae")
     parser.add_argument("--workdir", type=Path, default=Path("fault-injection-runs"))
     parser.add_argument("--out", type=Path, default=Path("fault-injection.json"))
     args = parser.parse_args()
+    global COMMON
+    COMMON = EXPERIMENTS[args.experiment]
     args.workdir.mkdir(parents=True, exist_ok=True)
     from gen_research.precision import describe_cpu
 
@@ -150,7 +162,7 @@ def main() -> int:
         results.append(result)
         print(json.dumps(result), flush=True)
     summary = {
-        "cpu": describe_cpu(), "reference_startup_seconds": round(startup, 1), "reference_training_seconds": round(training, 1), "trials": len(results),
+        "experiment": args.experiment, "cpu": describe_cpu(), "reference_startup_seconds": round(startup, 1), "reference_training_seconds": round(training, 1), "trials": len(results),
         "killed": sum(r["killed"] for r in results), "killed_during_write": sum(r["killed_during_write"] for r in results),
         "identical": sum(r["identical"] for r in results),
         "kill_steps": sorted({r["newest_step_at_kill"] for r in results if r["newest_step_at_kill"] is not None}),
