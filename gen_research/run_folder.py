@@ -206,16 +206,15 @@ def newest_valid_checkpoint(run_dir: Path) -> Path | None:
 def find_last_checkpoint(runs_root: Path, experiment: str) -> Path:
     """``--ckpt_path last``: the newest valid checkpoint (by global step) of the experiment's latest run, the
     run whose checkpoints were written last."""
-    runs = [path for path in (runs_root / experiment).glob("*") if path.is_dir() and checkpoint_files(path)]
+    files = {run: checkpoint_files(run) for run in (runs_root / experiment).glob("*") if run.is_dir()}
+    runs = {run: max(path.stat().st_mtime_ns for path in found) for run, found in files.items() if found}
     if not runs:
         raise GenResearchError(
             f"--ckpt_path last: no checkpoint under {runs_root / experiment}/*/{CHECKPOINT_DIR}; "
             "run fit without --ckpt_path first, or pass a checkpoint file"
         )
-    latest_run = max(runs, key=lambda run: max(path.stat().st_mtime_ns for path in checkpoint_files(run)))
-    newest = newest_valid_checkpoint(latest_run)
-    if newest is None:  # only damaged files: newest_valid_checkpoint already raised
-        raise GenResearchError(f"--ckpt_path last: no valid checkpoint in {latest_run}")
+    newest = newest_valid_checkpoint(max(runs, key=runs.__getitem__))
+    assert newest is not None  # the run has checkpoint files: a valid one, or newest_valid_checkpoint raised
     return newest
 
 
@@ -223,7 +222,7 @@ def find_best_checkpoint(runs_root: Path, experiment: str) -> Path:
     """``--ckpt_path best``: the best checkpoint (by the monitored metric) of the experiment's latest run, as its
     newest checkpoint's ModelCheckpoint state records it."""
     newest = find_last_checkpoint(runs_root, experiment)
-    checkpoint = torch.load(newest, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = load_plain(newest, "checkpoint", mmap=True)
     recorded = [state.get("best_model_path") for name, state in (checkpoint.get("callbacks") or {}).items()
                 if name.startswith("ModelCheckpoint") and isinstance(state, dict)]
     run_dir = run_dir_of_checkpoint(newest) or newest.parent

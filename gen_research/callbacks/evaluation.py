@@ -78,8 +78,7 @@ class EvaluationCallback(Callback):
         and data, and the sets are large enough for every metric."""
         if stage not in ("fit", "validate"):
             return
-        cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):  # building the extractor (random init, then weights) leaves the training RNG alone
+        with torch.random.fork_rng(devices=_cuda_devices(pl_module)):  # building the extractor (random init, then weights) leaves the training RNG alone
             self._check_setup(trainer, pl_module)
 
     def _check_setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -93,9 +92,7 @@ class EvaluationCallback(Callback):
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "image_shape"):
             raise GenResearchError("the evaluation callback needs one of gen_research's data modules (data: in the experiment)")
-        if self._extractor is None:  # loads the weights now: a missing or wrong file fails here
-            self._extractor = FEATURES.get(self.features)(weights=self.feature_weights, resize=self.feature_resize,
-                                                          image_shape=tuple(datamodule.image_shape))
+        self._load_extractor(datamodule)  # loads the weights now: a missing or wrong file fails here
         self.options.num_classes = getattr(datamodule, "num_classes", None)
         evaluator = Evaluator(self._extractor, self.metrics, self.options, device="cpu")  # builds (and so checks) each metric
         reference_set = getattr(datamodule, f"{self.split}_set", None)
@@ -111,6 +108,11 @@ class EvaluationCallback(Callback):
         num_reference = min(self.num_reference or len(reference_set), len(reference_set))
         check_set_sizes(evaluator.requested, self.options, num_reference, self.num_samples if has_prior else num_reference,
                         f"the {self.split} split (num_reference)", "num_samples")
+
+    def _load_extractor(self, datamodule: Any) -> None:
+        if self._extractor is None:
+            self._extractor = FEATURES.get(self.features)(weights=self.feature_weights, resize=self.feature_resize,
+                                                          image_shape=tuple(datamodule.image_shape))
 
     def _due(self, trainer: pl.Trainer) -> bool:
         if self.every_n_steps:
@@ -154,9 +156,7 @@ class EvaluationCallback(Callback):
 
     @torch.no_grad()
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
-        if self._extractor is None:
-            shape = tuple(trainer.datamodule.image_shape)
-            self._extractor = FEATURES.get(self.features)(weights=self.feature_weights, resize=self.feature_resize, image_shape=shape)
+        self._load_extractor(trainer.datamodule)
         datamodule = trainer.datamodule
         self.options.num_classes = getattr(datamodule, "num_classes", None)
         evaluator = Evaluator(self._extractor, self.metrics, self.options, device=pl_module.device)

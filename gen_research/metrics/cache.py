@@ -46,14 +46,20 @@ def key_digest(key_parts: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
+def hash_tensor(digest: Any, tensor: Tensor) -> None:
+    """Feed a tensor's dtype, shape and raw bytes into a hashlib digest (no copy of the bytes)."""
+    tensor = tensor.detach().cpu().contiguous()
+    digest.update(f"{tensor.dtype}|{list(tensor.shape)}\n".encode())
+    if tensor.numel():
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+
+
 def outputs_digest(outputs: dict[str, Tensor]) -> str:
     """sha256 of a set of tensors: each name, dtype, shape and the raw bytes of its values, in name order."""
     digest = hashlib.sha256()
     for name in sorted(outputs):
-        tensor = outputs[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}\n".encode())
-        if tensor.numel():
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # no copy of the bytes
+        digest.update(f"{name}|".encode())
+        hash_tensor(digest, outputs[name])
     return digest.hexdigest()
 
 
@@ -164,4 +170,4 @@ class ReferenceCache:
         return path
 
 
-__all__ = ["CACHE_ENV", "DEFAULT_ROOT", "FORMAT_VERSION", "ReferenceCache", "canonical_key", "key_digest", "outputs_digest"]
+__all__ = ["CACHE_ENV", "DEFAULT_ROOT", "FORMAT_VERSION", "ReferenceCache", "canonical_key", "hash_tensor", "key_digest", "outputs_digest"]

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from gen_research.data.datasets import FileImageDataset
 from gen_research.data.folder import find_images
 from gen_research.errors import GenResearchError
+from gen_research.metrics.cache import hash_tensor
 
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
@@ -76,23 +77,16 @@ def dataset_fingerprint(dataset: Dataset, num_images: int | None = None, batch_s
     if isinstance(base, TensorImageDataset):
         chosen = torch.tensor(indices, dtype=torch.int64)
         for part in chosen.split(4096):
-            _hash_tensor(digest, base.images[part])
-            _hash_tensor(digest, base.labels[part])
+            hash_tensor(digest, base.images[part])
+            hash_tensor(digest, base.labels[part])
         return digest.hexdigest()[:32]
     for batch in DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=False, num_workers=0):
         for item in batch if isinstance(batch, (tuple, list)) else [batch]:
             if isinstance(item, Tensor):
-                _hash_tensor(digest, item)
+                hash_tensor(digest, item)
             else:
                 digest.update(repr(item).encode())
     return digest.hexdigest()[:32]
-
-
-def _hash_tensor(digest: Any, tensor: Tensor) -> None:
-    tensor = tensor.detach().cpu().contiguous()
-    digest.update(f"{tensor.dtype}|{list(tensor.shape)}\n".encode())
-    if tensor.numel():
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
 
 
 def folder_classes(root: str, paths: list[str]) -> list[str]:

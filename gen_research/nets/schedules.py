@@ -46,7 +46,14 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
 
     def load_state_dict(self, state_dict: dict) -> None:
         configured = [(fn.warmup_steps, fn.total_steps) for fn in self.lr_lambdas]
+        configured_lrs = list(self.base_lrs)
         super().load_state_dict(state_dict)
+        if [float(lr) for lr in self.base_lrs] != [float(lr) for lr in configured_lrs]:
+            # Lightning restores the optimizer (and this scheduler) as saved: a new lr in the config has no effect.
+            rank_zero_warn(
+                f"the configured learning rate {configured_lrs} is not used on resume: training continues with the "
+                f"checkpoint's {list(self.base_lrs)} (optimizer state is restored as saved)"
+            )
         for fn, (warmup, total) in zip(self.lr_lambdas, configured):
             if fn.total_steps != total:
                 rank_zero_warn(

@@ -32,3 +32,11 @@ def test_a_resume_with_another_budget_warns_with_both_multipliers_and_follows_th
         resumed.load_state_dict(trained.state_dict())
     resumed.optimizer.step(), resumed.step()
     assert resumed.get_last_lr() == [pytest.approx(lr_lambda(6, 2, 15))]
+
+
+def test_a_resume_with_another_learning_rate_says_the_checkpoint_s_is_used():
+    trained = scheduler(10)
+    resumed_optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    resumed = WarmupCosineLR(resumed_optimizer, warmup_steps=2, total_steps=10)
+    with pytest.warns(UserWarning, match=r"configured learning rate \[0\.5\] is not used on resume.*\[1\.0\]"):
+        resumed.load_state_dict(trained.state_dict())
