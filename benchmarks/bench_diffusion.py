@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from gen_research.precision import describe_cpu
+from gen_research.config.precision import describe_cpu
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT = REPO / "experiments" / "cfg_mnist5k.yaml"

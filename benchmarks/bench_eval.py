@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from gen_research.precision import describe_cpu
+from gen_research.config.precision import describe_cpu
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = ["fid", "kid", "is", "precision", "recall", "density", "coverage"]
@@ -32,7 +32,7 @@ METRICS = ["fid", "kid", "is", "precision", "recall", "density", "coverage"]
 def random_inception_weights(folder: Path) -> Path:
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
 
-    from gen_research.metrics.extractors.inception import WEIGHTS_FILE
+    from gen_research.evaluation.extractors.inception import WEIGHTS_FILE
 
     original_load, original_url = tfi.FeatureExtractorInceptionV3.load_state_dict, tfi.load_state_dict_from_url
     tfi.load_state_dict_from_url = lambda *args, **kwargs: {}
@@ -63,8 +63,8 @@ def images(n: int, shape: tuple[int, int, int], seed: int, batch: int):
 
 
 def run_shared(args, weights_dir: Path) -> dict:
-    from gen_research.metrics.base import EvalOptions
-    from gen_research.metrics.evaluator import Evaluator
+    from gen_research.evaluation.base import EvalOptions
+    from gen_research.evaluation.evaluator import Evaluator
 
     extractor, shape = make_extractor(args.extractor, weights_dir)
     evaluator = Evaluator(extractor, METRICS, EvalOptions(kid_subset_size=min(1000, args.num_images)))
@@ -79,8 +79,8 @@ def run_separate(args, weights_dir: Path) -> dict:
     """Each torchmetrics metric runs the network itself (``feature=<module>``), as when used one by one."""
     from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelInceptionDistance
 
-    from gen_research.metrics.base import EvalOptions
-    from gen_research.metrics.specs.fidelity_diversity import PRDC
+    from gen_research.evaluation.base import EvalOptions
+    from gen_research.evaluation.specs.fidelity_diversity import PRDC
 
     extractor, shape = make_extractor(args.extractor, weights_dir)
 

@@ -115,7 +115,7 @@ def trial(workdir: Path, name: str, expected: dict[str, Any], kill_after: float 
     checkpoints = folder / "checkpoints" if folder else None
     names = sorted(p.name for p in checkpoints.iterdir()) if checkpoints and checkpoints.is_dir() else []
     temp_left = [n for n in names if n.startswith(".tmp-")]
-    from gen_research.run_folder import newest_valid_checkpoint
+    from gen_research.training.run_folder import newest_valid_checkpoint
 
     newest = newest_valid_checkpoint(folder) if folder else None
     killed_at = torch.load(newest, map_location="cpu", weights_only=True)["global_step"] if newest else None
@@ -143,7 +143,7 @@ def main() -> int:
     global COMMON
     COMMON = EXPERIMENTS[args.experiment]
     args.workdir.mkdir(parents=True, exist_ok=True)
-    from gen_research.precision import describe_cpu
+    from gen_research.config.precision import describe_cpu
 
     print(f"CPU: {describe_cpu()}", flush=True)
     expected, startup, training = reference(args.workdir)

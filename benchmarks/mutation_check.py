@@ -38,12 +38,12 @@ class Bug:
 BUGS = [
     Bug(
         "validation without the EMA swap",
-        "gen_research/callbacks/ema.py",
+        "gen_research/training/callbacks/ema.py",
         "    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:\n",
         "    def on_validation_epoch_start(self, trainer, pl_module):\n        pass\n\n"
         "    def on_validation_epoch_end(self, trainer, pl_module):\n        pass\n\n"
         "    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:\n",
-        ("tests/callbacks/test_ema_validation.py",),
+        ("tests/training/test_ema_validation.py",),
     ),
     Bug(
         "inpainting pastes the known pixels only at the end",
@@ -68,15 +68,15 @@ BUGS = [
     ),
     Bug(
         "DDP ranks draw the same samples in the evaluation callback",
-        "gen_research/callbacks/evaluation.py",
+        "gen_research/training/callbacks/evaluation.py",
         "for chunk in range(rank, num_chunks, world):",
         "for chunk in range(0, num_chunks, world):",
-        ("tests/callbacks/test_evaluation_ranks.py",
+        ("tests/training/test_evaluation_ranks.py",
          "tests/integration/test_commands.py::test_ddp_on_two_cpu_processes_matches_one_process"),
     ),
     Bug(
         "export writes the training weights, not the EMA ones",
-        "gen_research/export_cli.py",
+        "gen_research/commands/export.py",
         "    model, _, _ = load_model_and_data(args.config, args.ckpt_path)\n",
         "    model, _, _ = load_model_and_data(args.config, args.ckpt_path)\n    import torch\n"
         '    model.load_state_dict(torch.load(args.ckpt_path, map_location="cpu", weights_only=False)["current_model_state"])\n',
@@ -84,10 +84,10 @@ BUGS = [
     ),
     Bug(
         "EMA decay ignored (always 0.999)",
-        "gen_research/callbacks/ema.py",
+        "gen_research/training/callbacks/ema.py",
         "avg_fn=partial(warmup_ema_update, decay=decay, warmup=warmup)",
         "avg_fn=partial(warmup_ema_update, decay=0.999, warmup=warmup)",
-        ("tests/callbacks/test_ema.py",),
+        ("tests/training/test_ema.py",),
     ),
     Bug(
         "classifier-free guidance sign flipped",

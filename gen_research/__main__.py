@@ -1,8 +1,8 @@
-"""``python -m gen_research``: see :mod:`gen_research.cli`."""
+"""``python -m gen_research``: see :mod:`gen_research.commands.main`."""
 
 import sys
 
-from gen_research.cli import main
+from gen_research.commands.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -110,10 +110,10 @@ BUILTIN_PACKAGES = (
     "gen_research.data",
     "gen_research.models",
     "gen_research.sampling",
-    "gen_research.metrics",
-    "gen_research.callbacks",
-    "gen_research.loggers",
-    "gen_research.presets",
+    "gen_research.evaluation",
+    "gen_research.training.callbacks",
+    "gen_research.training.loggers",
+    "gen_research.config.presets",
 )
 
 

@@ -4,7 +4,7 @@ from gen_research.data import embedded, folder, torchvision_sets  # noqa: F401  
 from gen_research.data.base import ImageDataModule
 from gen_research.data.embedded import Digits, MNIST5k
 from gen_research.data.folder import ImageFolderData
-from gen_research.data.sampler import ResumableSampler
+from gen_research.data.resumable_order import ResumableSampler
 from gen_research.data.torchvision_sets import CelebAData, CIFAR10Data, FashionMNISTData, MNISTData
 from gen_research.data.transforms import flip_batch
 

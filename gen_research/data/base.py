@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from gen_research.data.datasets import split_indices
-from gen_research.data.sampler import ResumableSampler
+from gen_research.data.resumable_order import ResumableSampler
 from gen_research.data.transforms import flip_batch, flip_seed, output_shape
 from gen_research.errors import GenResearchError
 

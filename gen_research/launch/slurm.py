@@ -5,14 +5,14 @@
     submit --sweep FILE_OR_WANDB_SWEEP_ID --array K [--count-per-task N] [--seed S] [same resource options]
 
 One task per device (``srun`` starts them; Lightning's SLURMEnvironment reads the ranks); all tasks of the
-step share the run folder ``runs/<name>/slurm-<jobid>`` (gen_research/run_folder.py: a second command in
+step share the run folder ``runs/<name>/slurm-<jobid>`` (gen_research/training/run_folder.py: a second command in
 the same job would get its own). Before the time limit SLURM sends USR1 (``--signal=USR1@90``): Lightning
 saves an HPC checkpoint into the run folder and requeues the job (``--requeue``). The requeued job (same job
 id, SLURM_RESTART_COUNT > 0) runs the script again, finds the same run folder, resumes from its newest
 checkpoint by global step (the HPC one, or a step checkpoint after a requeue without USR1, e.g. a node
 failure: add ``--checkpoint.every_n_train_steps=N`` for those) and continues the same W&B run.
 
-``--sweep`` submits a job array of K agents instead (gen_research/sweep/slurm_array.py): ``wandb agent`` for a W&B sweep id,
+``--sweep`` submits a job array of K agents instead (gen_research/launch/sweep/slurm_array.py): ``wandb agent`` for a W&B sweep id,
 ``python -m gen_research sweep FILE --shard i/K`` for a local sweep file (the K tasks split the sweep).
 """
 
@@ -108,7 +108,7 @@ def submit_command(argv: list[str]) -> int:
     args, overrides = build_parser().parse_known_args(argv)
     check_resources(args)
     if args.sweep is not None or args.config is None:
-        from gen_research.sweep.slurm_array import submit_sweep_array
+        from gen_research.launch.sweep.slurm_array import submit_sweep_array
 
         return submit_sweep_array(args, overrides, write_and_submit)
     for option in ("array", "count_per_task", "seed"):
@@ -142,7 +142,7 @@ def write_and_submit(script: str, folder: Path) -> tuple[str, Path]:
     while path.exists():  # never overwrite an earlier script
         path = folder / f"submit-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}.sbatch"
         suffix += 1
-    from gen_research.atomic_files import atomic_write_text
+    from gen_research.files.atomic import atomic_write_text
 
     atomic_write_text(path, script)  # sbatch never reads half a script
     result = subprocess.run(["sbatch", str(path)], capture_output=True, text=True)

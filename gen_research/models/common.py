@@ -10,7 +10,7 @@ import lightning.pytorch as L
 import torch
 
 from gen_research.errors import GenResearchError
-from gen_research.nets.schedules import WarmupCosineLR
+from gen_research.training.lr_schedules import WarmupCosineLR
 
 
 class SeededEvaluation:

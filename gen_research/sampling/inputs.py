@@ -55,7 +55,7 @@ def _mask_file(path: Path, h: int, w: int) -> torch.Tensor:
 
 def input_images(source: str, count: int, datamodule: Any, image_shape: tuple[int, int, int]) -> torch.Tensor:
     """The first ``count`` images of a data split (train/val/test) or of an image folder, in [-1, 1]."""
-    from gen_research.metrics import sources
+    from gen_research.evaluation import sources
 
     if source in ("train", "val", "test"):
         datamodule.setup("fit" if source != "test" else "test")

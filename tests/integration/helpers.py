@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 
-from gen_research.cli import main
+from gen_research.commands.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_CONFIGS = REPO / "tests" / "configs"
@@ -101,7 +101,7 @@ class KillDuringWrite(Callback):
         import io
         import signal
 
-        from gen_research.atomic_files import atomic_open
+        from gen_research.files.atomic import atomic_open
 
         checkpoint_io = trainer.strategy.checkpoint_io
         original = checkpoint_io.save_checkpoint

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from gen_research.callbacks.evaluation import EvaluationCallback
-from gen_research.metrics.evaluator import Evaluator
+from gen_research.training.callbacks.evaluation import EvaluationCallback
+from gen_research.evaluation.evaluator import Evaluator
 
 
 @contextlib.contextmanager
@@ -47,7 +47,7 @@ def recording(out_dir: Path):
 
 
 if __name__ == "__main__":
-    from gen_research.cli import main
+    from gen_research.commands.main import main
 
     with recording(Path(os.environ["RECORD_EVALUATION_DIR"])):
         code = main(sys.argv[1:])

@@ -71,7 +71,7 @@ def png_folder(folder, count=12, size=8, seed=0):
     return folder
 
 
-# ---- trainer and run-folder settings (gen_research/config_checks.py) --------------------------------------
+# ---- trainer and run-folder settings (gen_research/config/checks.py) --------------------------------------
 @pytest.mark.parametrize(
     "option, expected",
     [

@@ -75,7 +75,7 @@ def test_paths_in_an_experiment_resolve_against_the_file(workdir, capsys, tmp_pa
         printed = yaml.safe_load(capsys.readouterr().out)
         assert printed["data"]["init_args"]["root"] == str(images)
     # Keys that name outputs stay where the user stands; package:// and keywords are left for their loaders.
-    from gen_research.config_files import resolve_relative_paths
+    from gen_research.config.files import resolve_relative_paths
 
     resolved = resolve_relative_paths({"runs_root": "runs", "ckpt_path": "last", "trainer": {"callbacks": [
         {"class_path": "evaluation", "init_args": {"feature_weights": "package://classifier-mnist5k.ckpt", "cache_dir": "cache"}}]},

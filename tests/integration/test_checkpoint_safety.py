@@ -60,7 +60,7 @@ def test_last_is_the_highest_global_step_whatever_its_name(trained, capsys):
     checkpoint["global_step"] = 99
     torch.save(checkpoint, trained / "checkpoints" / "last-v1.ckpt")
     os.utime(trained / "checkpoints" / "last.ckpt")  # the older step written later: mtime must not decide
-    from gen_research.run_folder import find_last_checkpoint, newest_valid_checkpoint
+    from gen_research.training.run_folder import find_last_checkpoint, newest_valid_checkpoint
 
     assert newest_valid_checkpoint(trained).name == "last-v1.ckpt"
     assert find_last_checkpoint(trained.parents[1], "tiny_vae").name == "last-v1.ckpt"
@@ -108,7 +108,7 @@ def test_a_fresh_diverging_run_writes_no_checkpoint_and_exits_non_zero(workdir, 
 
 KILL_DURING_WRITE = textwrap.dedent("""
     import os, signal, sys, torch
-    from gen_research.callbacks.checkpoint import AtomicCheckpointIO
+    from gen_research.training.callbacks.checkpoint import AtomicCheckpointIO
 
     class Dying:
         # torch.save calls write() many times; die half-way through the new checkpoint.
@@ -123,7 +123,7 @@ def test_a_checkpoint_write_killed_midway_leaves_the_previous_file_with_tmpdir_o
     shm = "/dev/shm"
     if not os.path.isdir(shm) or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("needs a TMPDIR on another filesystem than the test folder (/dev/shm here)")
-    from gen_research.callbacks.checkpoint import AtomicCheckpointIO
+    from gen_research.training.callbacks.checkpoint import AtomicCheckpointIO
 
     target = tmp_path / "checkpoints" / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"global_step": 1, "weights": torch.zeros(3)}, target)

@@ -59,8 +59,8 @@ def test_inpainting_keeps_the_known_half(trained, workdir):
     assert sample(workdir, UNCONDITIONAL, trained["ddpm"], "inpaint", "--input", "test", "--mask", "right") == 0
     out = images(workdir / "inpaint")
 
-    from gen_research.callbacks.images import to_grid_uint8
-    from gen_research.evaluate_cli import load_model_and_data
+    from gen_research.files.image_grid import to_grid_uint8
+    from gen_research.commands.evaluate import load_model_and_data
 
     _, datamodule, _ = load_model_and_data(UNCONDITIONAL, trained["ddpm"])
     datamodule.setup("test")
@@ -76,8 +76,8 @@ def test_img2img_low_strength_stays_near_the_input(trained, workdir):
         assert sample(workdir, UNCONDITIONAL, trained["ddpm"], f"s{strength}", "--input", "test", "--strength", strength, "--steps", "10") == 0
     inputs = np.asarray(Image.open(workdir / "s0.2" / "input.png"))
     near, far = images(workdir / "s0.2").astype(float), images(workdir / "s1.0").astype(float)
-    from gen_research.callbacks.images import to_grid_uint8
-    from gen_research.evaluate_cli import load_model_and_data
+    from gen_research.files.image_grid import to_grid_uint8
+    from gen_research.commands.evaluate import load_model_and_data
 
     _, datamodule, _ = load_model_and_data(UNCONDITIONAL, trained["ddpm"])
     datamodule.setup("test")

@@ -170,7 +170,7 @@ def test_ppl_of_a_checkpoint_and_not_of_folders(digit_folders, workdir, capsys, 
     import torch
     import torchvision
 
-    from gen_research.metrics.specs import perceptual
+    from gen_research.evaluation.specs import perceptual
 
     # LPIPS needs ImageNet AlexNet weights from a local file; a random AlexNet under the official name stands in.
     backbone = tmp_path / "alexnet-owt-7be5be79.pth"
@@ -198,7 +198,7 @@ def test_cas_trains_on_fakes_and_tests_on_reals(class_folders, workdir):
 
 
 def test_clip_score_of_captioned_folders(digit_folders, workdir, tmp_path):
-    from ..metrics.specs.test_clip_score import save_tokenizer, tiny_clip
+    from ..evaluation.specs.test_clip_score import save_tokenizer, tiny_clip
 
     folder = tmp_path / "tiny-clip"
     tiny_clip().save_pretrained(folder)

@@ -34,7 +34,7 @@ def test_exported_pipeline_samples_what_gen_research_samples(workdir):
     assert result.returncode == 0, result.stderr[-2000:]
     theirs = np.load(workdir / "diffusers.npy")  # [N, H, W, C] in [0, 1]
 
-    from gen_research.evaluate_cli import load_model_and_data
+    from gen_research.commands.evaluate import load_model_and_data
 
     model, _, _ = load_model_and_data(TINY, str(ckpt))
     with torch.no_grad():

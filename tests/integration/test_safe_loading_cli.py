@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from gen_research.registry import IMPORTS_ENV
-from gen_research.safe_load import load_plain
+from gen_research.files.safe_load import load_plain
 from tests.payloads import write_payload_checkpoint
 
 from .helpers import REPO, TEST_CONFIGS, run_in_process

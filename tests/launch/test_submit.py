@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gen_research.cli import main
+from gen_research.commands.main import main
 
 QUICKSTART = str(Path(__file__).resolve().parents[2] / "experiments" / "quickstart.yaml")
 

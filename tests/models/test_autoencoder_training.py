@@ -8,7 +8,7 @@ from ae_helpers import SMALL, loader, quiet_trainer
 
 from gen_research.errors import GenResearchError
 from gen_research.models.autoencoder import VAE, Autoencoder, DenoisingAutoencoder
-from gen_research.nets.schedules import lr_lambda
+from gen_research.training.lr_schedules import lr_lambda
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*does not have many workers"),

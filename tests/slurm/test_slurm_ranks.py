@@ -3,8 +3,8 @@ requeue test is tests/slurm/run_requeue_test.sh (`make test-slurm`), which pytes
 
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from gen_research.loggers import RUN_ID_FILE, WandbLogger
-from gen_research.run_folder import new_run_dir
+from gen_research.training.loggers import RUN_ID_FILE, WandbLogger
+from gen_research.training.run_folder import new_run_dir
 
 
 def test_only_global_rank_zero_records_the_wandb_run_id(tmp_path, monkeypatch):

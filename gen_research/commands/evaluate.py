@@ -1,0 +1,323 @@
+"""``python -m gen_research evaluate``: metrics of a checkpoint's samples, or of two folders of images.
+
+    evaluate --config EXP --ckpt_path CKPT [--split val]      samples (EMA weights) vs the data module's split
+    evaluate --real DIR --fake DIR                            two folders, like torch-fidelity's command line
+    evaluate --config EXP --ckpt_path CKPT --samplers ddim,dpm-solver++ --steps 10,20,50 --guidance-scales 1,2,4
+                                                              sampler sweep of a diffusion checkpoint
+
+Every number is keyed ``<metric>/<extractor>``; ``--json PATH`` writes them as one flat JSON object. The
+sampler sweep (any of --samplers/--steps/--guidance-scales; the others take the model's defaults) writes
+sweep.csv, sweep.json, fid_vs_nfe.png, guidance.png and sample grids into --out (gen_research.evaluation.sampler_grid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gen_research.files.atomic import atomic_write_text
+from gen_research.errors import GenResearchError, OneLineArgumentParser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineArgumentParser(prog="python -m gen_research evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_argument_group("what to evaluate (one of the two forms)")
+    source.add_argument("--config", help="experiment YAML whose model and data to use")
+    source.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", help="checkpoint of that experiment")
+    source.add_argument("--split", default="val", choices=("train", "val", "test"), help="reference split of the data module (default val)")
+    source.add_argument("--real", help="folder of reference images")
+    source.add_argument("--fake", help="folder of generated images")
+    source.add_argument("--train", help="folder of training images (memorization metrics in folder mode)")
+    source.add_argument("--image-size", type=int, help="resize and center-crop folder images to this size")
+    source.add_argument("--captions", help="clip_score: JSON file mapping each --fake image's file name to its caption")
+    features = parser.add_argument_group("features and metrics")
+    features.add_argument("--features", default="pixels", help="feature extractor: pixels, classifier, inception, clip (python -m gen_research list features)")
+    features.add_argument("--feature-weights", help="classifier checkpoint, Inception weights file or CLIP model folder")
+    features.add_argument("--resize", type=int, help="pixels extractor: resize images to N x N before flattening")
+    features.add_argument("--clip-model", help="clip_score: local CLIP folder (model and tokenizer)")
+    features.add_argument("--metrics", default="fid,kid,precision,recall,density,coverage", help="comma-separated (python -m gen_research list metrics)")
+    features.add_argument("--num-images", type=int, help="images per set (default: every reference image; as many samples)")
+    features.add_argument("--kid-subset-size", type=int, default=1000)
+    features.add_argument("--kid-subsets", type=int, default=100)
+    features.add_argument("--nearest-k", type=int, default=5, help="k of precision/recall/density/coverage")
+    features.add_argument("--is-splits", type=int, default=10)
+    features.add_argument("--seed", type=int, default=0, help="seeds sampling and the metrics' subset draws")
+    sweep = parser.add_argument_group("sampler sweep (diffusion checkpoints; any of the first three turns it on)")
+    sweep.add_argument("--samplers", help="comma-separated diffusion samplers, e.g. ddim,dpm-solver++ (default: the model's)")
+    sweep.add_argument("--steps", help="comma-separated step counts, e.g. 10,20,50 (default: the model's sampling_steps)")
+    sweep.add_argument("--guidance-scales", dest="guidance_scales", help="comma-separated classifier-free guidance scales, e.g. 1,2,4 (default: the model's)")
+    sweep.add_argument("--eta", type=float, help="DDIM eta at every grid point (default: the model's)")
+    sweep.add_argument("--out", help="sweep output folder (new or empty); default runs/<experiment>/<timestamp>-sampler-sweep")
+    run = parser.add_argument_group("running")
+    run.add_argument("--batch-size", type=int, default=250)
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    run.add_argument("--no-cache", action="store_true", help="recompute reference statistics instead of reading the cache")
+    run.add_argument("--cache-dir", help="reference-statistics cache (default $GEN_RESEARCH_CACHE or ~/.cache/gen_research)")
+    run.add_argument("--json", help="write the results to this JSON file (must not exist)")
+    return parser
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Counts and sizes that cannot work, refused before anything is loaded (0 never means "all")."""
+    for option in ("batch_size", "num_images", "kid_subset_size", "kid_subsets", "nearest_k", "is_splits", "image_size", "resize"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            flag = "--" + option.replace("_", "-")
+            default = " (leave it out to use every reference image)" if option == "num_images" else ""
+            raise GenResearchError(f"{flag} {value}: must be at least 1{default}")
+    if args.eta is not None and not args.eta >= 0:
+        raise GenResearchError(f"--eta {args.eta}: must be >= 0 (0: deterministic DDIM)")
+
+
+def evaluate_command(argv: list[str]) -> int:
+    from gen_research.evaluation.sampler_grid import check_arguments, parse_axes
+
+    args = build_parser().parse_args(argv)
+    check_numbers(args)
+    from gen_research.assets import resolve_asset
+
+    args.feature_weights = resolve_asset(args.feature_weights)  # package://NAME: a file shipped with gen_research
+    folder_mode = bool(args.real or args.fake)
+    axes = parse_axes(args)  # None unless a sampler sweep was asked for
+    check_arguments(args, axes, folder_mode)
+    if folder_mode == bool(args.config or args.ckpt_path) or (folder_mode and not (args.real and args.fake)) or (not folder_mode and not (args.config and args.ckpt_path)):
+        raise GenResearchError("evaluate needs either --config EXP --ckpt_path CKPT, or --real DIR --fake DIR")
+    if args.json and Path(args.json).exists():
+        raise GenResearchError(f"{args.json} already exists; pass another --json path (results are never overwritten)")
+
+    import torch
+    from tqdm import tqdm
+
+    from gen_research.evaluation.base import EvalOptions
+    from gen_research.evaluation.evaluator import Evaluator, parse_metric_names
+    from gen_research.registry import FEATURES, load_builtins
+
+    load_builtins()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    options = EvalOptions(kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, nearest_k=args.nearest_k,
+                          is_splits=args.is_splits, seed=args.seed, clip_model=args.clip_model)
+
+    def make_evaluator(image_shape: tuple[int, int, int], num_classes: int | None = None) -> Evaluator:
+        options.num_classes = num_classes
+        extractor = FEATURES.get(args.features)(weights=args.feature_weights, resize=args.resize, image_shape=image_shape)
+        return Evaluator(extractor, args.metrics, options, device=device)
+
+    from gen_research.registry import METRICS
+
+    names = parse_metric_names(args.metrics)  # unknown names fail before any data is read
+    args.metric_names, args.options = names, options  # for the set-size checks (gen_research.evaluation.set_sizes)
+    FEATURES.entry(args.features)
+    args.with_labels = any(getattr(METRICS.get(name), "needs_labels", False) for name in names)
+    args.needs_generator = any(getattr(METRICS.get(name), "needs_generator", False) for name in names)
+    cache = None
+    if not args.no_cache:
+        from gen_research.evaluation.cache import ReferenceCache
+
+        cache = ReferenceCache(args.cache_dir)
+    bar = lambda what: (lambda iterable: tqdm(iterable, desc=what, unit="batch", leave=False))  # noqa: E731
+    if axes is not None:
+        from gen_research.evaluation.sampler_grid import run_sampler_sweep
+
+        return run_sampler_sweep(args, axes, names, options, cache, bar, device)
+    if folder_mode:
+        evaluator, context = _evaluate_folders(args, make_evaluator, cache, bar)
+    else:
+        evaluator, context = _evaluate_checkpoint(args, make_evaluator, cache, bar, device)
+    results = evaluator.compute()
+    print_results(results, context)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")  # all or nothing, temp file beside it
+        print(f"Results: {args.json}")
+    return 0
+
+
+def _feed_reference(evaluator: Any, batches: Any, key_parts: dict[str, Any], cache: Any, bar: Any, role: str,
+                    dataset: Any, num_images: int | None = None) -> int:
+    """Reference outputs (cached under a key that fingerprints every image of ``dataset`` fed) into the metrics."""
+    from gen_research.evaluation.evaluator import batched, reference_outputs
+    from gen_research.evaluation.sources import dataset_fingerprint
+
+    fingerprint = dataset_fingerprint(dataset, num_images) if cache is not None else None
+    outputs = reference_outputs(evaluator, batches, key_parts, cache, progress=bar(f"features of {role} images"), fingerprint=fingerprint)
+    for chunk in batched(outputs, 1000):
+        evaluator.add_outputs(chunk, role)
+    return len(next(iter(outputs.values())))
+
+
+def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any, bar: Any) -> tuple[Any, dict[str, str]]:
+    from gen_research.evaluation import sources
+    from gen_research.evaluation.set_sizes import check_set_sizes
+
+    if args.needs_generator:
+        raise GenResearchError("ppl measures a generator: evaluate a checkpoint (--config EXP --ckpt_path CKPT), not folders")
+    real_paths = sources.folder_images(args.real, "--real")
+    fake_paths = sources.folder_images(args.fake, "--fake")
+    grey = sources.is_grey(real_paths[0]) and sources.is_grey(fake_paths[0])
+    real_labels = fake_labels = class_names = None
+    if args.with_labels:  # class subfolders: real/<class>/..., fake/<class>/...
+        real_classes, fake_classes = sources.folder_classes(args.real, real_paths), sources.folder_classes(args.fake, fake_paths)
+        class_names = sorted(set(real_classes))
+        unknown = sorted(set(fake_classes) - set(class_names))
+        if unknown:
+            raise GenResearchError(f"--fake has class folders {unknown[:3]} that --real lacks; use the same class folder names")
+        real_labels = [class_names.index(c) for c in real_classes]
+        fake_labels = [class_names.index(c) for c in fake_classes]
+    real_set = sources.folder_dataset(real_paths, args.image_size, grey, real_labels)
+    fake_set = sources.folder_dataset(fake_paths, args.image_size, grey, fake_labels)
+    num_real = args.num_images or len(real_set)
+    num_fake = args.num_images or len(fake_set)
+    for option, dataset in (("--real", real_set), ("--fake", fake_set)):
+        if args.num_images and args.num_images > len(dataset):  # before any feature is computed
+            raise GenResearchError(f"--num-images {args.num_images} is more than the {len(dataset)} images of {option} {getattr(args, option[2:])}; lower it")
+    check_set_sizes(args.metric_names, args.options, num_real, num_fake, f"--real {args.real}", f"--fake {args.fake}")
+    evaluator = make_evaluator(tuple(real_set[0][0].shape), len(class_names) if class_names else None)
+    preprocessing = f"image_size={args.image_size},grey={grey}"
+    if evaluator.needs_reals:
+        key = {"dataset": f"folder:{Path(args.real).resolve()}", "split": "all", "num_images": num_real, "preprocessing": preprocessing}
+        _feed_reference(evaluator, lambda: sources.image_batches(real_set, args.batch_size, num_real, args.with_labels), key, cache, bar, "real",
+                        real_set, num_real)
+    if evaluator.needs_train:
+        if not args.train:
+            raise GenResearchError("memorization metrics need the training images: pass --train DIR")
+        train_paths = sources.folder_images(args.train, "--train")
+        train_set = sources.folder_dataset(train_paths, args.image_size, grey)
+        key = {"dataset": f"folder:{Path(args.train).resolve()}", "split": "all", "num_images": len(train_set), "preprocessing": preprocessing}
+        _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train", train_set)
+    if evaluator.needs_raw_reals:
+        for images, labels in sources.image_batches(real_set, args.batch_size, num_real, with_labels=True):
+            evaluator.add_raw_images(images, "real", labels if args.with_labels else None)
+    captions = _captions(args, fake_paths[:num_fake]) if evaluator.needs_texts else None
+    if evaluator.needs_fakes:
+        start = 0
+        for batch in bar("fake images")(sources.image_batches(fake_set, args.batch_size, num_fake, args.with_labels)):
+            images, labels = batch if args.with_labels else (batch, None)
+            texts = captions[start : start + len(images)] if captions else None
+            evaluator.add_images(images, "fake", labels, texts)
+            start += len(images)
+    if evaluator.needs_pairs:
+        if [Path(p).name for p in real_paths] != [Path(p).name for p in fake_paths]:
+            raise GenResearchError("ssim/psnr compare images pairwise: --real and --fake must hold files with the same names")
+        for generated, original in zip(sources.image_batches(fake_set, args.batch_size, num_fake), sources.image_batches(real_set, args.batch_size, num_real)):
+            evaluator.add_pairs(generated, original)
+    return evaluator, {"real": args.real, "fake": args.fake, "images": f"{num_real} real, {num_fake} fake"}
+
+
+def _captions(args: argparse.Namespace, fake_paths: list[str]) -> list[str]:
+    """One caption per generated image, from the --captions JSON (keys: file names relative to --fake)."""
+    if not args.captions:
+        raise GenResearchError("clip_score needs one caption per generated image: pass --captions FILE (JSON: file name -> caption)")
+    try:
+        table = json.loads(Path(args.captions).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise GenResearchError(f"cannot read --captions {args.captions}: {error}; it must be a JSON object of file name -> caption") from None
+    captions = []
+    for path in fake_paths:
+        relative = str(Path(path).relative_to(args.fake))
+        caption = table.get(relative, table.get(Path(path).name))
+        if not isinstance(caption, str):
+            raise GenResearchError(f"--captions has no caption for {relative}; give every --fake image one")
+        captions.append(caption)
+    return captions
+
+
+def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: Any, bar: Any, device: str) -> tuple[Any, dict[str, str]]:
+    from gen_research.evaluation import sources
+    from gen_research.evaluation.set_sizes import check_set_sizes
+
+    model, datamodule, data_config = load_model_and_data(args.config, args.ckpt_path)
+    model = model.to(device).eval()
+    if args.with_labels and not sources.samples_by_class(model):  # before any feature is computed
+        raise GenResearchError(f"class-conditional metrics need a model that samples given classes; {type(model).__name__} does not")
+    datamodule.setup("validate")
+    split_set = getattr(datamodule, f"{args.split}_set")
+    num_real = min(args.num_images or len(split_set), len(split_set))
+    num_fake = args.num_images or num_real
+    generated = num_fake if getattr(model, "has_prior", False) else num_real  # no prior: reconstructions of the split
+    check_set_sizes(args.metric_names, args.options, num_real, generated, f"the {args.split} split", "the generated set")
+    evaluator = make_evaluator(tuple(datamodule.image_shape), datamodule.num_classes)
+    data_key = json.dumps(data_config, sort_keys=True)
+    if evaluator.needs_reals:
+        key = {"dataset": data_key, "split": args.split, "num_images": num_real, "preprocessing": "datamodule"}
+        _feed_reference(evaluator, lambda: sources.image_batches(split_set, args.batch_size, num_real, args.with_labels), key, cache, bar, "real",
+                        split_set, num_real)
+    if evaluator.needs_train:
+        train_set = datamodule.train_set
+        key = {"dataset": data_key, "split": "train", "num_images": len(train_set), "preprocessing": "datamodule"}
+        _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train", train_set)
+    if evaluator.needs_texts:
+        raise GenResearchError("clip_score needs captions: evaluate folders with --captions (no text-conditioned family exists yet)")
+    if evaluator.needs_raw_reals:
+        for images, labels in sources.image_batches(split_set, args.batch_size, num_real, with_labels=True):
+            evaluator.add_raw_images(images, "real", labels if args.with_labels else None)
+    if evaluator.needs_fakes:
+        if getattr(model, "has_prior", False):
+            fakes = sources.generated_batches(model, num_fake, args.batch_size, args.seed, with_labels=args.with_labels)
+            what = f"{num_fake} samples" + (" (classes in turn)" if args.with_labels else "")
+        else:  # no prior: the model's reconstructions of the split are what it generates
+            fakes = (recon for recon, _ in sources.reconstructed_batches(model, sources.image_batches(split_set, args.batch_size, num_real)))
+            what = f"reconstructions of {num_real} {args.split} images"
+        for batch in bar("features of generated images")(fakes):
+            images, labels = batch if args.with_labels else (batch, None)
+            evaluator.add_images(images, "fake", labels)
+    else:
+        what = "pairs only"
+    if evaluator.needs_generator:
+        evaluator.add_generator(model, args.seed)
+    if evaluator.needs_pairs:
+        if not hasattr(model, "reconstruct"):
+            raise GenResearchError(f"ssim/psnr need a model that reconstructs images; {type(model).__name__} does not")
+        for recon, original in sources.reconstructed_batches(model, sources.image_batches(split_set, args.batch_size, num_real)):
+            evaluator.add_pairs(recon, original)
+    return evaluator, {"checkpoint": args.ckpt_path, "reference": f"{args.split} split, {num_real} images", "generated": what}
+
+
+def load_model_and_data(config_path: str, ckpt_path: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The experiment's data module and its model with the checkpoint's weights (EMA weights when EMA was on)."""
+    from argparse import ArgumentError
+
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import LightningDataModule
+
+    from gen_research.config.files import check_class_paths, experiment_imports, load_experiment
+    from gen_research.config.parser_errors import condense_parser_error
+    from gen_research.training.run_folder import read_checkpoint, resolve_checkpoint_name
+
+    config = load_experiment(Path(config_path))
+    if "model" not in config or "data" not in config:
+        raise GenResearchError(f"{config_path} must define model and data")
+    ckpt_path = str(resolve_checkpoint_name(ckpt_path, Path(config.get("runs_root") or "runs"), config.get("name") or Path(config_path).stem))
+    checkpoint = read_checkpoint(Path(ckpt_path))
+    class_path = config["model"]["class_path"]
+    saved_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    if saved_class and saved_class != class_path:
+        raise GenResearchError(f"checkpoint {ckpt_path} was written by model {saved_class}, but {config_path} builds {class_path}")
+    # load_from_checkpoint parses the saved hyperparameters with jsonargparse: the same class-path rules apply.
+    check_class_paths(checkpoint.get("hyper_parameters") or {}, f"in the hyper_parameters of {ckpt_path}", experiment_imports(config, config_path))
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data")
+    try:
+        datamodule = parser.instantiate_classes(parser.parse_object({"data": config["data"]})).data
+    except ArgumentError as error:
+        raise GenResearchError(condense_parser_error(str(error), lambda section: [])) from None
+    module_name, _, class_name = class_path.rpartition(".")
+    model_class = getattr(importlib.import_module(module_name), class_name)
+    try:
+        model = model_class.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    except (RuntimeError, TypeError, KeyError, ValueError) as error:  # ValueError: Lightning refused the saved instantiator/class
+        raise GenResearchError(f"cannot build {class_name} from {ckpt_path}: {str(error).splitlines()[0]}") from None
+    return model, datamodule, config["data"]
+
+
+def print_results(results: dict[str, float], context: dict[str, str]) -> None:
+    for key, value in context.items():
+        print(f"{key:>10}: {value}")
+    width = max((len(k) for k in results), default=10)
+    print(f"{'metric':<{width}}  value")
+    print(f"{'-' * width}  {'-' * 12}")
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value:.6g}")
+    sys.stdout.flush()

@@ -1,0 +1,118 @@
+"""``python -m gen_research``: fit | validate | test | predict (LightningCLI) and list.
+
+Nothing model-specific lives here: the CLI resolves registry names, composes YAML files, chooses the run
+folder, wires loggers and standard callbacks to it, checks checkpoints, and turns user errors into one
+line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+
+from gen_research.errors import GenResearchError
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "sample", "export", "sweep", "submit", "list")
+USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sample,export,sweep,submit,list} ...
+
+  fit       train:      --config experiments/quickstart.yaml [--model.init_args.beta=4] [--ckpt_path last]
+  validate  validate a checkpoint: --config EXP --ckpt_path CKPT
+  test      test a checkpoint:     --config EXP --ckpt_path CKPT
+  predict   run predict_step:      --config EXP --ckpt_path CKPT
+  evaluate  metrics (FID, KID, precision/recall, ...): --config EXP --ckpt_path CKPT | --real DIR --fake DIR
+  sample    images from a checkpoint:  --config EXP --ckpt_path CKPT [--num-images N --seed S --out DIR]
+  export    a diffusion checkpoint as a diffusers pipeline folder: --config EXP --ckpt_path CKPT --out DIR
+  sweep     a W&B sweep file, run locally: FILE [--count N --seed S --shard i/K] [--dry-run]
+  submit    a fit as a SLURM job:      --config EXP [--nodes N --gpus-per-node G --time HH:MM:SS ...] [--dry-run]
+            sweep agents as a SLURM array: --sweep FILE_OR_WANDB_ID --array K [--count-per-task N] [--dry-run]
+  list      registered names:      list [models|datamodules|samplers|features|metrics|callbacks|loggers|presets]
+
+  python -m gen_research fit --help   shows every option of a subcommand."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command = argv[0]
+    try:
+        if command == "list":
+            return list_command(argv[1:])
+        if command == "submit":
+            from gen_research.launch.slurm import submit_command
+
+            return submit_command(argv[1:])
+        if command == "sweep":
+            from gen_research.commands.sweep import sweep_command
+
+            return sweep_command(argv[1:])
+        if command in ("evaluate", "sample", "export"):
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            if command == "evaluate":
+                from gen_research.commands.evaluate import evaluate_command
+
+                return evaluate_command(argv[1:])
+            if command == "export":
+                from gen_research.commands.export import export_command
+
+                return export_command(argv[1:])
+            from gen_research.commands.sample import sample_command
+
+            return sample_command(argv[1:])
+        if command in LIGHTNING_SUBCOMMANDS:
+            return run_lightning(argv)
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise GenResearchError(f"unknown command {command!r}; {hint}use one of: {', '.join(COMMANDS)}")
+    except GenResearchError as error:
+        print(f"gen_research: error: {error}", file=sys.stderr)
+        return 2
+
+
+def list_command(args: list[str]) -> int:
+    from gen_research.registry import REGISTRIES, load_builtins
+
+    load_builtins()
+    wanted = args or list(REGISTRIES)
+    for kind in wanted:
+        registry = REGISTRIES.get(kind, REGISTRIES.get(kind + "s"))
+        if registry is None:
+            raise GenResearchError(f"nothing called {kind!r} to list; choose from: {', '.join(REGISTRIES)}")
+        print(f"{registry.kind}s: {registry.description}")
+        if not len(registry):
+            print("  (none registered yet)")
+        width = max((len(entry.name) for entry in registry), default=0)
+        for entry in registry:
+            print(f"  {entry.name:<{width}}  {entry.description}")
+        print()
+    return 0
+
+
+def run_lightning(argv: list[str]) -> int:
+    """Expand configs and names, then hand over to :class:`GenResearchCLI`."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the hub: nothing is downloaded at run time
+    from gen_research.registry import load_builtins
+
+    load_builtins()
+    from gen_research.config.files import expand_argv
+
+    subcommand, rest = argv[0], argv[1:]
+    expanded, experiment_name = expand_argv(rest)
+    defaults = [f"--name={experiment_name}"] if experiment_name else []
+    from gen_research.training import run_folder
+    from gen_research.commands.lightning import GenResearchCLI
+
+    inherited_run_dir = os.environ.get(run_folder.RUN_DIR_ENV)
+    created_before = len(run_folder.CREATED_RUN_DIRS)
+    try:
+        GenResearchCLI(args=[subcommand, *defaults, *expanded])
+    except GenResearchError:
+        run_folder.remove_empty_run_dirs(since=created_before)
+        raise
+    finally:
+        if inherited_run_dir is None:  # the folder was chosen by this command; the next one chooses anew
+            os.environ.pop(run_folder.RUN_DIR_ENV, None)
+    return 0

@@ -1,0 +1,1 @@
+"""Experiment files: YAML composition, trainer presets, precision, run-config checks, parser error messages."""

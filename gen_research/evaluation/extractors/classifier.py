@@ -1,0 +1,103 @@
+"""``classifier``: penultimate features and logits of a domain classifier trained with this framework."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from gen_research.errors import GenResearchError
+from gen_research.evaluation.extractors.common import FrozenExtractor, reject, sha256_state_dict
+from gen_research.registry import FEATURES
+
+HOW_TO_TRAIN = (
+    "train one with `python -m gen_research fit --config experiments/classifier_mnist5k.yaml`, "
+    "then pass weights=runs/classifier_mnist5k/<run>/checkpoints/best-*.ckpt"
+)
+
+
+def _load_classifier(path: Path):
+    """Rebuild a ``classifier`` model from a Lightning checkpoint: its hparams, then its state_dict (EMA weights when EMA ran)."""
+    from gen_research.registry import MODELS, load_builtins
+    from gen_research.training.run_folder import read_checkpoint
+
+    load_builtins()  # the network comes from the model registry: metrics do not import model code
+    Classifier = MODELS.get("classifier")  # noqa: N806
+
+    checkpoint = read_checkpoint(path)
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    saved_class = hparams.get("_class_path")
+    expected_class = f"{Classifier.__module__}.{Classifier.__qualname__}"
+    if (saved_class and saved_class != expected_class) or "feature_name" not in hparams:
+        raise GenResearchError(
+            f"{path} is not a checkpoint of the classifier model (written by {saved_class or 'another model'}); {HOW_TO_TRAIN}"
+        )
+    accepted = set(inspect.signature(Classifier.__init__).parameters) - {"self"}
+    model = Classifier(**{k: v for k, v in hparams.items() if k in accepted})
+    # Lightning's state_dict holds the EMA weights when the EMA callback ran (the training weights are in
+    # current_model_state); the EMA weights are the ones validated and selected as best.
+    state_dict = checkpoint["state_dict"]
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise GenResearchError(f"classifier checkpoint {path} does not match its own hyperparameters ({first}); re-train it") from None
+    return model, sha256_state_dict(state_dict)
+
+
+@FEATURES.register("classifier", "penultimate features + logits of a `classifier` model checkpoint (weights=PATH.ckpt); name = its feature_name")
+class ClassifierFeatures(FrozenExtractor):
+    """Features ``[N, feature_dim]`` (penultimate layer, after its activation) and logits ``[N, num_classes]``.
+
+    ``weights`` is a Lightning checkpoint of the ``classifier`` model; ``name`` is its ``feature_name``
+    hyperparameter (e.g. ``classifier-mnist5k``). Images must have the classifier's training shape.
+    """
+
+    def __init__(self, weights: str | None = None, resize: int | None = None, image_shape: tuple[int, int, int] | None = None) -> None:
+        super().__init__()
+        reject("classifier", "resize", resize, "it reads images at the shape it was trained on; leave resize out")
+        if weights is None:
+            raise GenResearchError(f"the classifier extractor needs weights=<classifier checkpoint .ckpt>; {HOW_TO_TRAIN}")
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise GenResearchError(f"classifier checkpoint not found: {path}; {HOW_TO_TRAIN}")
+        self.weights_path = path
+        self.model, self.weights_sha256 = _load_classifier(path)
+        self.name = str(self.model.hparams.feature_name)
+        self.image_shape = tuple(self.model.image_shape)
+        self.num_features = int(self.model.hparams.feature_dim)
+        self.num_logits = int(self.model.num_classes)
+        if image_shape is not None:
+            self._check_shape(tuple(int(s) for s in image_shape))
+        self.freeze()
+
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        if shape != self.image_shape:
+            c, h, w = self.image_shape
+            raise GenResearchError(
+                f"the classifier {self.name!r} ({self.weights_path}) was trained on images of shape {self.image_shape}, "
+                f"but got {shape}; evaluate data of shape {c}x{h}x{w} or train a classifier on this data"
+            )
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        if images.dim() != 4:
+            raise GenResearchError(f"{self.name}: expected images [N, C, H, W], got shape {tuple(images.shape)}")
+        self._check_shape(tuple(images.shape[1:]))
+        x = images.to(next(self.model.parameters()).dtype)
+        features = self.model.features(x)
+        logits = self.model.classify(features)
+        return {"features": features.float(), "logits": logits.float()}
+
+    def cache_key(self) -> dict[str, str]:
+        return {
+            "extractor": self.name,
+            "extractor_weights": f"sha256:{self.weights_sha256}",
+            "extractor_resize": "none",
+            "extractor_input": f"[-1,1] as is, shape {'x'.join(map(str, self.image_shape))}; penultimate (after SiLU) + logits",
+        }
+
+
+__all__ = ["ClassifierFeatures"]

@@ -1,0 +1,83 @@
+"""Helpers shared by the metric specs: a base with the optional evaluator hooks, seeding, chunked distances."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from gen_research.evaluation.base import FeatureMetric
+
+# Pairwise-distance blocks hold at most this many float64 entries (256 MiB): 10k x 10k fits on any machine.
+_BLOCK_ELEMENTS = 2**25
+
+
+class Spec(FeatureMetric):
+    """FeatureMetric plus the optional hooks the evaluator looks up with getattr (training features, image pairs)."""
+
+    needs_train: ClassVar[bool] = False
+    paired: ClassVar[bool] = False
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with the CPU RNG seeded, leaving the global RNG state exactly as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
+def quiet_buffer_warning() -> Iterator[None]:
+    """torchmetrics warns on construction that KID/IS/MiFID keep all features; that is expected here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+        yield
+
+
+def to_float(value: Tensor | float) -> float:
+    return float(value.item() if isinstance(value, Tensor) else value)
+
+
+def nan_to_zero(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
+
+
+def distance_blocks(x: Tensor, y: Tensor) -> Iterator[tuple[int, Tensor]]:
+    """(start row, float64 Euclidean distances of x[start:start+rows] to all of y), in memory-bounded row blocks."""
+    x, y = x.double(), y.double()
+    rows = max(1, _BLOCK_ELEMENTS // max(1, y.shape[0]))
+    for start in range(0, x.shape[0], rows):
+        yield start, torch.cdist(x[start : start + rows], y)
+
+
+def kth_neighbour_radii(x: Tensor, k: int) -> Tensor:
+    """Distance of each row of x to its k-th nearest other row (the point itself counts as the 0-th), float64."""
+    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
+    for start, d in distance_blocks(x, x):
+        out[start : start + d.shape[0]] = d.topk(k + 1, dim=1, largest=False).values[:, k]
+    return out
+
+
+def nearest_distances(x: Tensor, y: Tensor) -> Tensor:
+    """Distance of each row of x to its nearest row of y, float64."""
+    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
+    for start, d in distance_blocks(x, y):
+        out[start : start + d.shape[0]] = d.min(dim=1).values
+    return out
+
+
+def state_cat(metric: Metric, name: str) -> Tensor:
+    """A list/cat state as one tensor (a list before sync, a tensor after a DDP gather), empty if never updated."""
+    from torchmetrics.utilities.data import dim_zero_cat
+
+    value = getattr(metric, name)
+    if isinstance(value, list):
+        return dim_zero_cat(value) if value else torch.empty(0, 0, device=metric.device)
+    return value

@@ -1,0 +1,116 @@
+"""memorization: are generated samples closer to the training set than fresh data is? (hand-written).
+
+torchmetrics has nothing comparing generated samples with the training set against held-out data, so this
+metric is written here. Three sets of features: training (``update_train``), held-out reals (``real=True``)
+and generated (``real=False``). With L(x) = distance from x to its nearest training feature:
+
+* ``nn_distance``   = mean_gen L / mean_heldout L: ~1 for a model that generalises, << 1 for one that copies;
+* ``copy_fraction`` = fraction of generated x with L(x) below the 5th percentile of held-out L;
+* ``data_copying_zu`` = C_T of Meehan, Chaudhuri & Dasgupta 2020, "A Non-Parametric Test to Detect
+  Data-Copying in Generative Models": k-means (fitted on the training features) splits space into cells pi;
+  in each cell, Z_U(pi) = (U - m n / 2) / sqrt(m n (m + n + 1) / 12), U the Mann-Whitney statistic counting
+  pairs (generated, held-out) of the cell with L(generated) > L(held-out) (m, n: their counts in the cell);
+  C_T = sum_pi P_n(pi) Z_U(pi) / sum_pi P_n(pi) over cells with at least tau = 20 generated samples (the
+  paper's tau = 20/m; fewer make Z_U unreliable), P_n(pi) the held-out fraction in the cell. C_T ~ 0 for a
+  model that generalises; C_T << 0 (e.g. < -3) means data copying. nan when no cell qualifies.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from gen_research.errors import GenResearchError
+from gen_research.evaluation.base import EvalOptions, FeatureExtractor
+from gen_research.evaluation.specs._common import Spec, nearest_distances, state_cat
+from gen_research.registry import METRICS
+
+COPY_PERCENTILE = 0.05
+MIN_GENERATED_PER_CELL = 20  # tau, as a count of generated samples
+MAX_CELLS = 20
+
+
+def data_copying_statistic(train: np.ndarray, heldout: np.ndarray, heldout_dist: np.ndarray,
+                           generated: np.ndarray, generated_dist: np.ndarray, seed: int) -> float:
+    """C_T of Meehan et al. 2020 (see the module docstring), from features and nearest-training distances."""
+    from scipy.stats import mannwhitneyu
+    from sklearn.cluster import KMeans
+
+    cells = max(1, min(MAX_CELLS, train.shape[0] // 20))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn's convergence / memory-leak notices
+        kmeans = KMeans(n_clusters=cells, n_init=3, random_state=seed).fit(train)
+    heldout_cell, generated_cell = kmeans.predict(heldout), kmeans.predict(generated)
+    weighted, weights = 0.0, 0.0
+    for cell in range(cells):
+        gen_d, real_d = generated_dist[generated_cell == cell], heldout_dist[heldout_cell == cell]
+        m, n = len(gen_d), len(real_d)
+        if m < MIN_GENERATED_PER_CELL or n == 0:
+            continue
+        u = mannwhitneyu(gen_d, real_d, alternative="two-sided", method="asymptotic").statistic  # U of generated
+        z = (u - m * n / 2) / math.sqrt(m * n * (m + n + 1) / 12)
+        weight = n / len(heldout_dist)
+        weighted, weights = weighted + weight * z, weights + weight
+    return weighted / weights if weights > 0 else float("nan")
+
+
+class Memorization(Metric):
+    """Training, held-out and generated features (gathered across processes); compute -> three memorization numbers."""
+
+    full_state_update = False
+
+    def __init__(self, seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.add_state("train_features", [], dist_reduce_fx="cat")
+        self.add_state("real_features", [], dist_reduce_fx="cat")
+        self.add_state("fake_features", [], dist_reduce_fx="cat")
+
+    def update(self, features: Tensor, real: bool = True, train: bool = False) -> None:
+        target = self.train_features if train else self.real_features if real else self.fake_features
+        target.append(features.detach().float())
+
+    def compute(self) -> dict[str, Tensor]:
+        train, real, fake = (state_cat(self, f"{s}_features") for s in ("train", "real", "fake"))
+        if min(train.shape[0], real.shape[0], fake.shape[0]) < 2:
+            raise GenResearchError(
+                "metric 'memorization' needs training, held-out real and generated images (at least 2 each); got "
+                f"{train.shape[0]} training, {real.shape[0]} held-out and {fake.shape[0]} generated"
+            )
+        real_d, fake_d = nearest_distances(real, train), nearest_distances(fake, train)
+        threshold = torch.quantile(real_d, COPY_PERCENTILE)
+        zu = data_copying_statistic(
+            train.double().cpu().numpy(), real.double().cpu().numpy(), real_d.cpu().numpy(),
+            fake.double().cpu().numpy(), fake_d.cpu().numpy(), self.seed,
+        )
+        return {
+            "nn_distance": fake_d.mean() / real_d.mean(),
+            "copy_fraction": (fake_d < threshold).double().mean(),
+            "data_copying_zu": torch.tensor(zu, dtype=torch.float64),
+        }
+
+
+class MemorizationSpec(Spec):
+    """Generated vs held-out distances to the training set: nn_distance, copy_fraction, data_copying_zu (C_T)."""
+
+    name = "memorization"
+    needs_train: ClassVar[bool] = True
+
+    def build(self, extractor: FeatureExtractor, options: EvalOptions) -> Metric:
+        return Memorization(seed=options.seed)
+
+    def update_train(self, metric: Metric, outputs: dict[str, Tensor]) -> None:
+        metric.update(outputs[self.needs], train=True)
+
+    def compute(self, metric: Metric) -> dict[str, float]:
+        return {key: float(value) for key, value in metric.compute().items()}
+
+
+METRICS.add("memorization", MemorizationSpec,
+            "training-set copying: nn_distance ratio, copy_fraction, data_copying_zu (Meehan et al. C_T)")

@@ -1,0 +1,52 @@
+"""ssim, psnr: generated / reconstructed images against their paired originals (torchmetrics), images in [0, 1]."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from gen_research.evaluation.base import EvalOptions, FeatureExtractor, to_unit_range
+from gen_research.evaluation.specs._common import Spec, to_float
+from gen_research.registry import METRICS
+
+
+class _Paired(Spec):
+    """A metric of image pairs; the evaluator calls update_pairs (images in [-1, 1]) instead of update."""
+
+    paired: ClassVar[bool] = True
+    needs_reals: ClassVar[bool] = False
+
+    def update(self, metric: Metric, outputs: dict[str, Tensor], real: bool) -> None:
+        raise TypeError(f"metric {self.name!r} compares image pairs; feed it with update_pairs(metric, preds, target)")
+
+    def update_pairs(self, metric: Metric, preds: Tensor, target: Tensor) -> None:
+        metric.update(to_unit_range(preds), to_unit_range(target))
+
+    def compute(self, metric: Metric) -> dict[str, float]:
+        return {self.name: to_float(metric.compute())}
+
+
+class SSIM(_Paired):
+    """Mean structural similarity of image pairs (11x11 gaussian window, sigma 1.5, data range 1)."""
+
+    name = "ssim"
+
+    def build(self, extractor: FeatureExtractor, options: EvalOptions) -> Metric:
+        return StructuralSimilarityIndexMeasure(gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0)
+
+
+class PSNR(_Paired):
+    """Mean over image pairs of the peak signal-to-noise ratio in dB (data range 1)."""
+
+    name = "psnr"
+
+    def build(self, extractor: FeatureExtractor, options: EvalOptions) -> Metric:
+        # dim=(1, 2, 3): one PSNR per image, averaged (not the PSNR of the pooled squared error).
+        return PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean")
+
+
+METRICS.add("ssim", SSIM, "structural similarity of generated/reconstructed images to their paired originals")
+METRICS.add("psnr", PSNR, "peak signal-to-noise ratio (dB) of generated/reconstructed images to their paired originals")

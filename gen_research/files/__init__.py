@@ -1,0 +1,1 @@
+"""Files: atomic writes, safe checkpoint loading, image grids."""

@@ -1,0 +1,1 @@
+"""Training: callbacks (EMA, grids, checkpoints, preemption, evaluation), run folders, loggers, LR schedules."""

@@ -1,0 +1,111 @@
+"""Checkpoints: Lightning's ModelCheckpoint with ``last.ckpt`` always the final step and resumes that keep their
+file names, and a CheckpointIO whose writes are atomic on any filesystem layout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
+
+from gen_research.files.atomic import atomic_open
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temporary file in the checkpoint's own directory, fsync, rename.
+
+    Lightning's TorchCheckpointIO goes through an fsspec transaction whose temporary file lives in ``$TMPDIR``:
+    when that is another filesystem (node-local /tmp, networked run folder) the final step is a copy, and a kill
+    or a full disk during it leaves a truncated ``last.ckpt``. Here the previous checkpoint stays intact until
+    the new one is complete on disk. A full disk ends in a one-line error (atomic_files)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options; got {storage_options!r}")
+        with atomic_open(Path(path), "wb") as handle:
+            torch.save(checkpoint, handle)
+
+
+class ModelCheckpoint(LightningModelCheckpoint):
+    """Lightning's ModelCheckpoint (best-k by ``monitor``, ``last.ckpt``), plus two guarantees.
+
+    1. ``last.ckpt`` is the state at the end of training, and resumable. Lightning writes it after validations
+       and, at the end of training, only if it never wrote one: a run that stops between two validations
+       (``max_steps`` or ``max_time`` reached mid-epoch, ``check_val_every_n_epoch`` > 1) would keep the
+       ``last.ckpt`` of the last validation, silently without its final steps. Here it is written at the last step.
+    2. A resume keeps writing ``last.ckpt``. Lightning restores its bookkeeping (``last_model_path``, best-k) only
+       when the saved ``dirpath`` string equals the current one; a resume that names the run folder by another
+       spelling (absolute vs relative, a symlink, a moved folder) lost it and wrote ``last-v1.ckpt`` beside an
+       older ``last.ckpt``, which the next ``--ckpt_path last`` then took. Here directories are compared as
+       directories, and the bookkeeping is rebased onto the current one.
+    """
+
+    _epoch_at_last_save: int | None = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # The step that ends training in the middle of an epoch (max_steps, or max_time / an early stop setting
+        # should_stop): save last.ckpt here, while the loops still describe an epoch in progress. Saved later, in
+        # on_train_end, Lightning's loop state already counts that epoch as completed, and a resume with a larger
+        # budget would skip the rest of the epoch (or stop at once at max_epochs).
+        stops = trainer.should_stop or (trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps)
+        if self.save_last and stops and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Written again when the last save was at this step but before the epoch counted as completed (a step
+        # checkpoint on the last batch): last.ckpt then records the finished run the same way whether it ran
+        # through or was resumed from that step checkpoint.
+        # (Only when that epoch's batches were all run: a mid-epoch stop keeps the in-progress state saved above.)
+        epoch_done = trainer.fit_loop.epoch_loop.batch_progress.current.ready >= trainer.num_training_batches
+        epoch_moved = epoch_done and self._last_global_step_saved == trainer.global_step and self._epoch_at_last_save != trainer.current_epoch
+        skip = self._should_skip_saving_checkpoint(trainer) and not (epoch_moved and not trainer.sanity_checking and not trainer.fast_dev_run)
+        if self.save_last and self._last_checkpoint_saved and not skip:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self._epoch_at_last_save = trainer.current_epoch
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_dir = state_dict.get("dirpath")
+        if saved_dir is not None and self.dirpath is not None and saved_dir != self.dirpath and _same_run_dir(saved_dir, self.dirpath):
+            state_dict = _rebased(state_dict, Path(saved_dir), Path(self.dirpath))
+        super().load_state_dict(state_dict)
+
+
+def _same_run_dir(saved: str, current: str) -> bool:
+    """Whether a checkpoint's recorded dirpath is the current checkpoint folder under another spelling."""
+    saved_path, current_path = Path(saved), Path(current)
+    try:
+        if saved_path.exists() and os.path.samefile(saved_path, current_path):
+            return True
+    except OSError:
+        pass
+    # A relative path recorded from another working directory, or a run folder that was moved or copied: the
+    # same <experiment>/<run>/checkpoints tail names the same run.
+    return saved_path.parts[-3:] == current_path.resolve().parts[-3:]
+
+
+def _rebased(state_dict: dict[str, Any], saved_dir: Path, current_dir: Path) -> dict[str, Any]:
+    def rebase(path: Any) -> Any:
+        if not isinstance(path, str) or not path:
+            return path
+        return str(current_dir / Path(path).name) if Path(path).parent == saved_dir else path
+
+    rebased = dict(state_dict)
+    rebased["dirpath"] = str(current_dir)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in rebased:
+            rebased[key] = rebase(rebased[key])
+    if "best_k_models" in rebased:
+        rebased["best_k_models"] = {rebase(path): score for path, score in rebased["best_k_models"].items()}
+    return rebased
+
+
+__all__ = ["AtomicCheckpointIO", "ModelCheckpoint"]

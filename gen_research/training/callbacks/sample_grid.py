@@ -1,0 +1,90 @@
+"""Picture logging: samples from fixed noise, reconstructions of fixed images, latent interpolations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities import rank_zero_only
+
+from gen_research.files.image_grid import save_grid
+from gen_research.registry import CALLBACKS
+
+SAMPLES_DIR = "samples"
+
+
+@CALLBACKS.register("sample_grid", "PNG grids of samples, reconstructions and interpolations each epoch (run folder + loggers)")
+class SampleGridLogger(Callback):
+    """Every ``every_n_epochs`` validation epochs, draws grids with the weights used for validation (EMA if on).
+
+    Samples come from the same noise every epoch (a generator seeded with ``seed``) and reconstructions
+    from the same validation images, so grids from different epochs can be compared. The grids are made
+    inside validation (on its first batch), when an EMA callback has swapped its weights in.
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 64,
+        num_reconstructions: int = 32,
+        interpolation_pairs: int = 8,
+        interpolation_steps: int = 10,
+        every_n_epochs: int = 1,
+        seed: int = 1234,
+    ) -> None:
+        self.num_samples = num_samples
+        self.num_reconstructions = num_reconstructions
+        self.interpolation_pairs = interpolation_pairs
+        self.interpolation_steps = interpolation_steps
+        self.every_n_epochs = every_n_epochs
+        self.seed = seed
+        self.saved: list[Path] = []
+
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if batch_idx != 0 or dataloader_idx != 0 or trainer.sanity_checking:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs != 0 and not trainer.is_last_batch:
+            return
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        self.log_grids(trainer, pl_module, images)
+
+    @rank_zero_only
+    @torch.no_grad()
+    def log_grids(self, trainer: pl.Trainer, pl_module: pl.LightningModule, images: torch.Tensor) -> None:
+        was_training = pl_module.training
+        pl_module.eval()
+        grids: dict[str, tuple[torch.Tensor, int | None]] = {}  # kind -> (images, images per row)
+        if getattr(pl_module, "has_prior", False) and self.num_samples > 0:
+            generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+            grids["samples"] = (pl_module.sample(self.num_samples, generator=generator), None)
+        if hasattr(pl_module, "reconstruct") and self.num_reconstructions > 0:
+            originals = images[: self.num_reconstructions]
+            row = min(8, len(originals))
+            grids["reconstructions"] = (_interleave_rows(originals, pl_module.reconstruct(originals), row), row)
+        pairs = min(self.interpolation_pairs, len(images) // 2)
+        if hasattr(pl_module, "interpolate") and pairs > 0 and self.interpolation_steps > 1:
+            path_images = pl_module.interpolate(images[:pairs], images[pairs : 2 * pairs], self.interpolation_steps)
+            grids["interpolations"] = (path_images, self.interpolation_steps)
+        epoch = trainer.current_epoch
+        out_dir = Path(trainer.default_root_dir) / SAMPLES_DIR
+        for kind, (grid_images, nrow) in grids.items():
+            path = out_dir / f"epoch{epoch:03d}-{kind}.png"
+            array = save_grid(grid_images, path, nrow=nrow)
+            self.saved.append(path)
+            for logger in trainer.loggers:
+                if hasattr(logger, "log_image"):
+                    logger.log_image(key=f"images/{kind}", images=[array], step=trainer.global_step, caption=[f"epoch {epoch}"])
+        pl_module.train(was_training)
+
+
+def _interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, row: int) -> torch.Tensor:
+    """Rows of ``row`` originals followed by a row of their reconstructions."""
+    usable = (len(originals) // row) * row
+    chunks = []
+    for start in range(0, usable, row):
+        chunks += [originals[start : start + row], reconstructions[start : start + row]]
+    return torch.cat(chunks)
