@@ -1,4 +1,4 @@
-"""The shared base of every data module: seeded splits, [-1, 1] images, resumable order, seeded flips."""
+"""The shared base of every data module: seeded splits, [-1, 1] images, named batch fields, resumable order, seeded flips."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from gen_research.data.batch import IMAGE_FIELDS, collate_fields
 from gen_research.data.datasets import split_indices
-from gen_research.data.resumable_order import ResumableSampler
-from gen_research.data.transforms import flip_batch, flip_seed, output_shape
+from gen_research.data.resumable_order import ResumableOrder
+from gen_research.data.transforms import flip_fields, flip_seed, output_shape
 from gen_research.errors import GenResearchError
 
 SPLITS = ("train", "val", "test")
@@ -31,7 +32,8 @@ def _is_fitting(trainer: Any) -> bool:
 
 
 class ImageDataModule(LightningDataModule):
-    """Base data module: batches are (images float32 [B, C, H, W] in [-1, 1], labels int64 [B]).
+    """Base data module: every loader yields dicts ``{"image": float32 [B, C, H, W] in [-1, 1], "label": int64 [B]}``
+    (gen_research/data/batch.py); a subclass providing other fields lists them in ``batch_fields``.
 
     Args:
         batch_size: images per batch (per process under DDP).
@@ -48,6 +50,8 @@ class ImageDataModule(LightningDataModule):
 
     #: Name used in error messages; subclasses set their registered name.
     data_name = "data"
+    #: The named fields of every batch (gen_research.models.contract.BATCH_FIELDS names them; models declare theirs).
+    batch_fields: tuple[str, ...] = ("image", "label")
 
     def __init__(
         self,
@@ -141,7 +145,7 @@ class ImageDataModule(LightningDataModule):
         dataset = self._dataset("train")
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=global_seed())
+        sampler = ResumableOrder(dataset, num_replicas=world, rank=rank, shuffle=True, seed=global_seed())
         if trainer is not None:
             # With workers the loader prefetches indices at iter() time, which Lightning does before
             # its own set_epoch when resuming; setting the epoch now keeps that first order right.
@@ -161,12 +165,13 @@ class ImageDataModule(LightningDataModule):
         """``predict`` runs over the test split."""
         return self._loader(self._dataset("test"))
 
-    def _loader(self, dataset: Dataset, sampler: ResumableSampler | None = None) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: ResumableOrder | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
             shuffle=False,
+            collate_fn=collate_fields,  # (image, label) or dict items -> one dict of named fields
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
@@ -206,15 +211,16 @@ class ImageDataModule(LightningDataModule):
     # ---- augmentation ------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # Flips happen here rather than in per-item transforms: per-item randomness would draw
-        # from each worker's global RNG and could not be replayed exactly after a resume.
+        # from each worker's global RNG and could not be replayed exactly after a resume. One draw per item
+        # flips all its image fields alike (a source/target pair stays aligned).
         trainer = self.trainer
         if not self.random_flip or trainer is None or not trainer.training:
             return batch
-        images, labels = batch
+        device = next(batch[name].device for name in IMAGE_FIELDS if isinstance(batch.get(name), Tensor))
         step = trainer.fit_loop.epoch_loop.batch_progress.current.ready
         seed = flip_seed(global_seed() + 7919 * int(trainer.global_rank), int(trainer.current_epoch), int(step))
-        generator = torch.Generator(device=images.device).manual_seed(seed)
-        return flip_batch(images, generator), labels
+        generator = torch.Generator(device=device).manual_seed(seed)
+        return flip_fields(batch, IMAGE_FIELDS, generator)
 
     # ---- validation helpers ------------------------------------------------------------------
     def _check_holdout(self) -> None:

@@ -1,4 +1,6 @@
-"""A DistributedSampler that can resume in the middle of an epoch."""
+"""The seeded, resumable order of training items: a DistributedSampler that can resume in the middle of an epoch.
+
+(Called an "order", not a "sampler": elsewhere in gen_research "sampler" means how images are drawn from a model.)"""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Iterator, Sized
 from torch.utils.data.distributed import DistributedSampler
 
 
-class ResumableSampler(DistributedSampler):
+class ResumableOrder(DistributedSampler):
     """Seeded shuffling whose order depends only on (seed, epoch), plus :meth:`skip` for mid-epoch resume.
 
     It subclasses ``DistributedSampler`` because Lightning leaves such a sampler in place under DDP

@@ -6,6 +6,9 @@ reproduces the same augmentation regardless of worker count or what else consume
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
@@ -49,8 +52,31 @@ def flip_seed(seed: int, epoch: int, step: int) -> int:
     return ((seed * _MIX + epoch) * _MIX + step) % (2**63 - 1)
 
 
-def flip_batch(images: Tensor, generator: torch.Generator) -> Tensor:
-    """Flip each image of [B, C, H, W] horizontally with probability 0.5, drawing from ``generator`` only."""
-    flip = torch.rand(images.shape[0], generator=generator, device=generator.device) < 0.5
+def flip_draw(count: int, generator: torch.Generator) -> Tensor:
+    """Which of ``count`` items to flip (bool [count], probability 0.5 each), drawn from ``generator`` only."""
+    return torch.rand(count, generator=generator, device=generator.device) < 0.5
+
+
+def _apply_flip(images: Tensor, flip: Tensor) -> Tensor:
     flip = flip.to(images.device).view(-1, *([1] * (images.dim() - 1)))
     return torch.where(flip, images.flip(-1), images)
+
+
+def flip_batch(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Flip each image of [B, C, H, W] horizontally with probability 0.5, drawing from ``generator`` only."""
+    return _apply_flip(images, flip_draw(images.shape[0], generator))
+
+
+def flip_fields(batch: Mapping[str, Any], fields: Sequence[str], generator: torch.Generator) -> dict[str, Any]:
+    """A copy of a dict batch with its image ``fields`` (those present) flipped together: one draw per item, the
+    same for all of them, so a source/target pair stays aligned. With one field it flips exactly as
+    :func:`flip_batch` does from the same generator (a replayed run sees the flips of the original)."""
+    present = [name for name in fields if isinstance(batch.get(name), Tensor)]
+    if not present:
+        return dict(batch)
+    count = batch[present[0]].shape[0]
+    if any(batch[name].shape[0] != count for name in present):
+        sizes = ", ".join(f"{name} {batch[name].shape[0]}" for name in present)
+        raise ValueError(f"image fields of one batch must hold the same number of items; got {sizes}")
+    flip = flip_draw(count, generator)
+    return {**batch, **{name: _apply_flip(batch[name], flip) for name in present}}

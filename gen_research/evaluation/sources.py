@@ -17,6 +17,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from gen_research.data.batch import collate_fields
 from gen_research.data.datasets import FileImageDataset
 from gen_research.data.folder import find_images
 from gen_research.errors import GenResearchError
@@ -80,8 +81,9 @@ def dataset_fingerprint(dataset: Dataset, num_images: int | None = None, batch_s
             hash_tensor(digest, base.images[part])
             hash_tensor(digest, base.labels[part])
         return digest.hexdigest()[:32]
-    for batch in DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=False, num_workers=0):
-        for item in batch if isinstance(batch, (tuple, list)) else [batch]:
+    loader = DataLoader(Subset(dataset, range(count)), batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate_fields)
+    for batch in loader:
+        for item in batch.values():  # the named fields in item order: (image, label) tuples hash as before
             if isinstance(item, Tensor):
                 hash_tensor(digest, item)
             else:
@@ -105,22 +107,24 @@ def folder_dataset(paths: list[str], image_size: int | None, grayscale: bool, la
     return FileImageDataset(paths, label_tensor, resize=image_size, center_crop=image_size, grayscale=grayscale)
 
 
-def image_batches(dataset: Dataset, batch_size: int, num_images: int | None = None, with_labels: bool = False) -> Iterator[Any]:
-    """Images of a dataset in order (first ``num_images``), in batches; (images, labels) with ``with_labels``."""
+def field_batches(dataset: Dataset, batch_size: int, num_images: int | None = None) -> Iterator[dict[str, Any]]:
+    """The items of a dataset in order (first ``num_images``), as dict batches of named fields (data/batch.py)."""
     if num_images is not None:
         if num_images > len(dataset):
             raise GenResearchError(f"--num-images {num_images} is more than the {len(dataset)} reference images available; lower it")
         dataset = Subset(dataset, range(num_images))
     try:
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
-            if with_labels:
-                yield batch[0], batch[1]
-            else:
-                yield batch[0] if isinstance(batch, (tuple, list)) else batch
+        yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate_fields)
     except RuntimeError as error:
         if "stack expects each tensor to be equal size" in str(error):
             raise GenResearchError("images of different sizes in one set; pass --image-size N to resize and center-crop them") from None
         raise
+
+
+def image_batches(dataset: Dataset, batch_size: int, num_images: int | None = None, with_labels: bool = False) -> Iterator[Any]:
+    """Images of a dataset in order (first ``num_images``), in batches; (images, labels) with ``with_labels``."""
+    for batch in field_batches(dataset, batch_size, num_images):
+        yield (batch["image"], batch["label"]) if with_labels else batch["image"]
 
 
 def samples_by_class(model: Any) -> bool:

@@ -87,26 +87,27 @@ class LossSteps(SeededEvaluation):
     """Mixin (list it before LightningModule) for a module whose ``compute_losses(x, labels, generator=None)``
     returns a dict with ``loss`` and other scalars: trains on ``loss`` with the global (checkpointed) RNG,
     validates and tests with the seeded evaluation generator, logs every key as ``<stage>/<key>``, and
-    optimizes with :func:`configure_adamw`."""
+    optimizes with :func:`configure_adamw`. Batches are dicts of named fields: ``x`` is ``batch["image"]``,
+    ``labels`` is ``batch["label"]`` (None when the data has none)."""
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, labels = batch
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, labels = batch["image"], batch.get("label")
         losses = self.compute_losses(x, labels)  # global RNG: part of the checkpointed training stream
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(x))
         self.log_dict({f"train/{k}": v for k, v in losses.items() if k != "loss"}, batch_size=len(x))
         return losses["loss"]
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
-        x, labels = batch
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        x, labels = batch["image"], batch.get("label")
         metrics = self.compute_losses(x, labels, generator=self.eval_generator())
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val", on_epoch=True,
                       sync_dist=True, batch_size=len(x))
         return metrics
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._eval_step(batch, "val")
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._eval_step(batch, "test")
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -53,8 +53,11 @@ def test_registered_names():
 def test_batches_shape_dtype_range(name, shape, n, request):
     dm = request.getfixturevalue(name)
     assert len(dm.train_set) + len(dm.val_set) + len(dm.test_set) == n
-    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
-        images, labels = next(iter(loader))
+    assert dm.batch_fields == ("image", "label")
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader(), dm.predict_dataloader()):
+        batch = next(iter(loader))
+        assert isinstance(batch, dict) and tuple(batch) == dm.batch_fields  # named fields, nothing else
+        images, labels = batch["image"], batch["label"]
         assert images.shape == (dm.batch_size, *shape) and images.dtype == torch.float32
         assert labels.shape == (dm.batch_size,) and labels.dtype == torch.int64
         assert images.min() >= -1 and images.max() <= 1
@@ -104,7 +107,7 @@ def test_resize_and_crop_apply_to_batches():
     with pytest.raises(RuntimeError, match="setup"):
         dm.val_dataloader()
     dm.setup("validate")
-    images, _ = next(iter(dm.val_dataloader()))
+    images = next(iter(dm.val_dataloader()))["image"]
     assert images.shape == (8, *dm.image_shape) == (8, 1, 12, 12)
     assert images.min() >= -1 and images.max() <= 1
 
@@ -140,8 +143,8 @@ def test_holdout_class_excluded_from_train_and_val_only(mnist5k):
     assert _indices_list(dm.test_set) == _indices_list(mnist5k.test_set)
     full_train = _labels(mnist5k.train_set)
     assert len(dm.train_set) == int((full_train != 3).sum())
-    for images, labels in dm.train_dataloader():
-        assert (labels != 3).all()
+    for batch in dm.train_dataloader():
+        assert (batch["label"] != 3).all()
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ from gen_research.errors import GenResearchError
 def _all(dm: ImageFolderData) -> tuple[torch.Tensor, torch.Tensor]:
     dm.setup("fit")
     batches = [b for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()) for b in loader]
-    return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    assert all(tuple(b) == dm.batch_fields == ("image", "label") for b in batches)  # dicts of named fields
+    return torch.cat([b["image"] for b in batches]), torch.cat([b["label"] for b in batches])
 
 
 def test_class_subfolders_become_labels(tmp_path, png):
@@ -56,7 +57,7 @@ def test_grayscale_resize_and_crop(tmp_path, png):
                          val_fraction=0.0, test_fraction=0.0)  # fmt: skip
     assert dm.image_shape == (1, 16, 16)
     dm.setup("fit")
-    images, _ = next(iter(dm.train_dataloader()))
+    images = next(iter(dm.train_dataloader()))["image"]
     assert images.shape == (3, 1, 16, 16) and images.min() >= -1 and images.max() <= 1
 
 
@@ -66,7 +67,7 @@ def test_non_square_resize_keeps_aspect(tmp_path, png):
     dm = ImageFolderData(root=str(tmp_path), resize=10, val_fraction=0.0, test_fraction=0.0)
     assert dm.image_shape == (3, 10, 20)
     dm.setup("fit")
-    assert next(iter(dm.train_dataloader()))[0].shape == (3, 3, 10, 20)
+    assert next(iter(dm.train_dataloader()))["image"].shape == (3, 3, 10, 20)
 
 
 def test_missing_folder_error_names_path_and_root(tmp_path):
@@ -96,7 +97,7 @@ def test_mixed_sizes_need_resize_and_crop(tmp_path, png):
     # ... resize plus center_crop is
     dm = ImageFolderData(root=str(tmp_path), resize=8, center_crop=8, val_fraction=0.0, test_fraction=0.0)
     dm.setup("fit")
-    assert next(iter(dm.train_dataloader()))[0].shape == (2, 3, 8, 8)
+    assert next(iter(dm.train_dataloader()))["image"].shape == (2, 3, 8, 8)
 
 
 def test_unreadable_image_is_a_clear_error(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gen_research.data import Digits, ResumableSampler, flip_batch
+from gen_research.data import Digits, ResumableOrder, flip_batch
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),  # Lightning's small-data / CPU advice
@@ -34,7 +34,7 @@ def _fresh(pool, **kwargs) -> Digits:
 
 def _epoch(loader, epoch: int) -> list[torch.Tensor]:
     loader.sampler.set_epoch(epoch)  # what Lightning does at each epoch start
-    return [images for images, _ in loader]
+    return [batch["image"] for batch in loader]
 
 
 def test_state_dict_only_while_fitting(pool, make_trainer):
@@ -58,7 +58,7 @@ def test_state_round_trip_skips_the_started_batches(pool, make_trainer):
     resumed.load_state_dict(state)
     resumed.trainer = make_trainer(epoch=1)
     loader = resumed.train_dataloader()
-    assert isinstance(loader.sampler, ResumableSampler) and loader.sampler.epoch == 1
+    assert isinstance(loader.sampler, ResumableOrder) and loader.sampler.epoch == 1
     tail = _epoch(loader, 1)
     assert len(tail) == 12 and all(torch.equal(a, b) for a, b in zip(tail, full[3:]))
     assert len(loader) == 15  # Lightning counts from the restored batch index up to the full length
@@ -115,17 +115,17 @@ def test_random_flip_is_seeded_by_epoch_and_step(pool, make_trainer):
 
     def flip(epoch: int, ready: int, training: bool = True) -> torch.Tensor:
         dm.trainer = make_trainer(epoch=epoch, ready=ready, training=training)
-        return dm.on_after_batch_transfer(batch, 0)[0]
+        return dm.on_after_batch_transfer(batch, 0)["image"]
 
     rng = torch.get_rng_state()
     a = flip(1, 4)
     assert torch.equal(torch.get_rng_state(), rng)
-    assert torch.equal(a, flip(1, 4)) and not torch.equal(a, batch[0])
+    assert torch.equal(a, flip(1, 4)) and not torch.equal(a, batch["image"])
     assert not torch.equal(a, flip(1, 5)) and not torch.equal(a, flip(2, 4))
-    assert torch.equal(flip(1, 4, training=False), batch[0])  # validation is never augmented
-    assert torch.equal(dm.on_after_batch_transfer(batch, 0)[1], batch[1])
+    assert torch.equal(flip(1, 4, training=False), batch["image"])  # validation is never augmented
+    assert torch.equal(dm.on_after_batch_transfer(batch, 0)["label"], batch["label"])
     dm.random_flip = False
-    assert torch.equal(flip(1, 4), batch[0])
+    assert torch.equal(flip(1, 4), batch["image"])
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])  # with workers the first indices are prefetched at iter()
@@ -141,7 +141,7 @@ def test_lightning_resume_mid_epoch_is_bit_exact(tmp_path, num_workers):
             self.seen: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
 
         def training_step(self, batch, batch_idx):
-            images, labels = batch
+            images, labels = batch["image"], batch["label"]
             self.seen.append((self.current_epoch, batch_idx, images.clone(), labels.clone()))
             return self.layer(images.flatten(1)).mean()
 

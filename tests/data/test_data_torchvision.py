@@ -84,7 +84,8 @@ def test_fake_mnist_loads_through_torchvision(fake_mnist_root):
     assert seen == set(range(100))  # train + val cover the official train split exactly
     test_values = sorted(round((float(dm.test_set[j][0][0, 0, 0]) + 1) * 127.5) for j in range(20))
     assert test_values == list(range(200, 220))  # the official test split, untouched
-    images, labels = next(iter(dm.train_dataloader()))
+    batch = next(iter(dm.train_dataloader()))
+    images, labels = batch["image"], batch["label"]
     assert images.shape == (16, 1, 28, 28) and labels.dtype == torch.int64
     assert images.min() >= -1 and images.max() <= 1
 

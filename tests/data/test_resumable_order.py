@@ -1,4 +1,4 @@
-"""ResumableSampler: order from (seed, epoch) only, one-epoch skips, disjoint shares per rank."""
+"""ResumableOrder: order from (seed, epoch) only, one-epoch skips, disjoint shares per rank."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ import pytest
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from gen_research.data import ResumableSampler
+from gen_research.data import ResumableOrder
 
 DATA = list(range(103))
 
 
 def _order(seed: int, epoch: int, **kwargs) -> list[int]:
-    sampler = ResumableSampler(DATA, seed=seed, **kwargs)
+    sampler = ResumableOrder(DATA, seed=seed, **kwargs)
     sampler.set_epoch(epoch)
     return list(sampler)
 
 
 def test_is_a_distributed_sampler_with_single_process_defaults():
-    sampler = ResumableSampler(DATA)
+    sampler = ResumableOrder(DATA)
     assert isinstance(sampler, DistributedSampler)  # Lightning keeps it under DDP
     assert (sampler.num_replicas, sampler.rank, sampler.shuffle) == (1, 0, True)
     assert sorted(sampler) == DATA and len(sampler) == 103
@@ -39,7 +39,7 @@ def test_order_depends_only_on_seed_and_epoch():
 
 
 def test_skip_drops_the_first_items_of_that_epoch_only():
-    sampler = ResumableSampler(DATA, seed=1)
+    sampler = ResumableOrder(DATA, seed=1)
     sampler.skip(epoch=3, num_items=40)
     for epoch in (0, 2, 4):
         sampler.set_epoch(epoch)
@@ -60,7 +60,7 @@ def test_two_ranks_get_disjoint_shares_covering_the_data(n):
     data = list(range(n))
     shares = []
     for rank in (0, 1):
-        sampler = ResumableSampler(data, num_replicas=2, rank=rank, seed=3)
+        sampler = ResumableOrder(data, num_replicas=2, rank=rank, seed=3)
         sampler.set_epoch(1)
         shares.append(list(sampler))
     assert len(shares[0]) == len(shares[1]) == (n + 1) // 2
@@ -77,7 +77,7 @@ def test_two_ranks_get_disjoint_shares_covering_the_data(n):
 def test_skip_applies_to_each_ranks_own_share():
     full = []
     for rank in (0, 1):
-        sampler = ResumableSampler(DATA, num_replicas=2, rank=rank, seed=0)
+        sampler = ResumableOrder(DATA, num_replicas=2, rank=rank, seed=0)
         sampler.set_epoch(0)
         full.append(list(sampler))
         sampler.skip(0, 10)

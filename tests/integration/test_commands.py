@@ -70,7 +70,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path, monkeypatch):
         # FID sums the same features in another order (float rounding only); precision/recall count k-NN hits.
         assert last[0]["results"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
-    # Training: one process at the file's batch 32 sees the same images per step (ResumableSampler: rank r takes
+    # Training: one process at the file's batch 32 sees the same images per step (ResumableOrder: rank r takes
     # every 2nd index of one seeded permutation, so ranks 0 + 1 hold the single process's batch).
     monkeypatch.chdir(single_dir)
     assert run_in_process("fit", *common) == 0

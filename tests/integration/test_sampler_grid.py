@@ -23,6 +23,7 @@ def train_digits_classifier(path):
     from sklearn.datasets import load_digits
     from torch.utils.data import DataLoader, TensorDataset
 
+    from gen_research.data import collate_fields
     from gen_research.models.classifier import Classifier
 
     data = load_digits()
@@ -34,7 +35,7 @@ def train_digits_classifier(path):
                         enable_progress_bar=False, enable_model_summary=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=128, shuffle=True))
+        trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=128, shuffle=True, collate_fn=collate_fields))
     trainer.save_checkpoint(path)
     return path
 

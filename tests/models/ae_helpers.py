@@ -3,11 +3,14 @@
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from gen_research.data import collate_fields
+
 SMALL = dict(image_shape=(1, 8, 8), channels=[16, 32], latent_dim=8)
 
 
 def loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = 32, shuffle: bool = False) -> DataLoader:
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
+    """Batches as the data modules yield them: {"image": x, "label": y}."""
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fields)
 
 
 def quiet_trainer(**kwargs):

@@ -22,7 +22,7 @@ def test_training_step_backward(cls):
     torch.manual_seed(0)
     model = cls(**SMALL)
     x = torch.rand(4, 1, 8, 8) * 2 - 1
-    loss = model.training_step((x, torch.zeros(4, dtype=torch.int64)), 0)
+    loss = model.training_step({"image": x, "label": torch.zeros(4, dtype=torch.int64)}, 0)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     grads = [p.grad for p in model.encoder.parameters()] + [p.grad for p in model.decoder.parameters()]

@@ -7,6 +7,7 @@ from ae_helpers import loader, quiet_trainer
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
+from gen_research.data import collate_fields
 from gen_research.errors import GenResearchError
 from gen_research.models.classifier import Classifier
 from gen_research.models.classifier.model import random_shift
@@ -87,7 +88,7 @@ def test_test_metrics_and_validation_leaves_global_rng_alone(trained, all_digits
     _, (xv, yv) = all_digits
     trainer = quiet_trainer()
     # A DataLoader draws its base seed from the global RNG unless given a generator; the model must draw nothing.
-    val_loader = DataLoader(TensorDataset(xv, yv), batch_size=64, generator=torch.Generator().manual_seed(0))
+    val_loader = DataLoader(TensorDataset(xv, yv), batch_size=64, generator=torch.Generator().manual_seed(0), collate_fn=collate_fields)
     state = torch.get_rng_state()
     first = trainer.validate(model, val_loader, verbose=False)[0]
     assert torch.equal(torch.get_rng_state(), state)
@@ -101,7 +102,7 @@ def test_test_metrics_and_validation_leaves_global_rng_alone(trained, all_digits
 def test_predict_step_outputs(trained, all_digits):
     model, _, _ = trained
     _, (xv, yv) = all_digits
-    out = model.predict_step((xv[:7], yv[:7]), 0)
+    out = model.predict_step({"image": xv[:7], "label": yv[:7]}, 0)
     assert out["features"].shape == (7, 24) and out["logits"].shape == (7, 10)
     assert torch.equal(out["predictions"], out["logits"].argmax(1)) and torch.equal(out["labels"], yv[:7])
 

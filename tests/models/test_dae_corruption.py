@@ -49,9 +49,9 @@ def test_validation_metrics_on_clean_target():
     state = torch.get_rng_state()
     with torch.no_grad():
         model.on_validation_epoch_start()
-        m1 = model.validation_step((x, torch.zeros(8, dtype=torch.int64)), 0)
+        m1 = model.validation_step({"image": x, "label": torch.zeros(8, dtype=torch.int64)}, 0)
         model.on_validation_epoch_start()
-        m2 = model.validation_step((x, torch.zeros(8, dtype=torch.int64)), 0)
+        m2 = model.validation_step({"image": x, "label": torch.zeros(8, dtype=torch.int64)}, 0)
         clean = (model.reconstruct(x) - x).pow(2).mean()
         corrupted = model.corrupt(x, torch.Generator().manual_seed(model.eval_seed))
         denoise = (model.decoder(model.encode(corrupted)) - x).pow(2).mean()

@@ -118,7 +118,7 @@ def test_iw_nll_is_tighter_than_neg_elbo(trained_vae, digits):
 def test_validation_is_deterministic_and_leaves_global_rng_alone(digits):
     torch.manual_seed(0)
     model = VAE(**SMALL, iw_samples=8).eval()
-    batch = (digits[0][:16], digits[1][:16])
+    batch = {"image": digits[0][:16], "label": digits[1][:16]}
     state = torch.get_rng_state()
     with torch.no_grad():
         model.on_validation_epoch_start()

@@ -53,9 +53,10 @@ def validation_loss(model, data) -> float:
     """val/loss as the VAE logs it: the batch-size-weighted mean over the validation batches, noise from its eval seed."""
     generator = torch.Generator().manual_seed(model.eval_seed)
     total, count = 0.0, 0
-    for index, (images, _) in enumerate(data.val_dataloader()):
+    for index, batch in enumerate(data.val_dataloader()):
         if index == VAL_BATCHES:
             break
+        images = batch["image"]
         total += float(model.eval_metrics(images, generator)["loss"]) * len(images)
         count += len(images)
     return total / count

@@ -108,16 +108,16 @@ class AutoencoderBase(SeededEvaluation, L.LightningModule):
         return self.compute_losses(x, generator)
 
     # ---- Lightning hooks ---------------------------------------------------------------------------
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, _ = batch
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x = batch["image"]
         losses = self.compute_losses(x)  # global RNG: part of the checkpointed training stream
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(x))
         extra = {f"train/{k}": v for k, v in losses.items() if k != "loss"}
         self.log_dict(extra, batch_size=len(x))
         return losses["loss"]
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        x, _ = batch
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        x = batch["image"]
         metrics = self.eval_metrics(x, self.eval_generator())
         self.log("val/loss", metrics["loss"], prog_bar=True, on_epoch=True, sync_dist=True, batch_size=len(x))
         rest = {f"val/{k}": v for k, v in metrics.items() if k != "loss"}
@@ -138,8 +138,8 @@ class AutoencoderBase(SeededEvaluation, L.LightningModule):
         """Per-image reconstruction MSE in [-1, 1] space: high = unlike the training classes."""
         return per_image_mse(self.reconstruct(x), x)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        x, labels = batch
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        x, labels = batch["image"], batch.get("label")
         metrics = self.eval_metrics(x, self.eval_generator())
         self.log_dict({f"test/{k}": v for k, v in metrics.items()}, on_epoch=True, sync_dist=True, batch_size=len(x))
         holdout = self.holdout_class()
@@ -147,9 +147,9 @@ class AutoencoderBase(SeededEvaluation, L.LightningModule):
             update_holdout_auroc(self.test_auroc, self.anomaly_score(x), labels, holdout)
         return metrics
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Latent codes, reconstructions and anomaly scores of a batch (``python -m gen_research predict``)."""
-        x, labels = batch
+        x, labels = batch["image"], batch.get("label")
         z = self.encode(x)
         reconstructions = self.decode(z)
         return {"latents": z, "reconstructions": reconstructions, "scores": per_image_mse(reconstructions, x), "labels": labels}

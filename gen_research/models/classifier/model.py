@@ -106,8 +106,8 @@ class Classifier(L.LightningModule):
         return self.classify(self.features(x))
 
     # ---- Lightning hooks ---------------------------------------------------------------------------
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:
-        x, y = batch
+    def _step(self, batch: dict[str, torch.Tensor], stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:
+        x, y = batch["image"], batch["label"]
         if stage == "train" and self.hparams.shift_augment > 0:
             x = random_shift(x, self.hparams.shift_augment)  # global RNG: part of the checkpointed training stream
         logits = self(x)
@@ -119,19 +119,19 @@ class Classifier(L.LightningModule):
         self.log(f"{stage}/acc", accuracy, prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=len(x))
         return loss
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train", self.train_acc)
 
     # No randomness in evaluation: dropout is off in eval mode, so validation never touches the global RNG.
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val", self.val_acc)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "test", self.test_acc)
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Features, logits, predicted and true labels of a batch (``python -m gen_research predict``)."""
-        x, labels = batch
+        x, labels = batch["image"], batch["label"]
         features = self.features(x)
         logits = self.classify(features)
         return {"features": features, "logits": logits, "predictions": logits.argmax(1), "labels": labels}

@@ -19,6 +19,7 @@ def classifier_ckpt(digits8, tmp_path_factory):
     """A Lightning checkpoint of a `classifier` trained 3 epochs on 8x8 digits with the EMA callback."""
     import lightning.pytorch as L
 
+    from gen_research.data import collate_fields
     from gen_research.training.callbacks.ema import EMA
     from gen_research.models.classifier import Classifier
 
@@ -29,7 +30,7 @@ def classifier_ckpt(digits8, tmp_path_factory):
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[EMA(decay=0.9)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(model, DataLoader(TensorDataset(x[:1500], y[:1500]), batch_size=50, shuffle=True))
+        trainer.fit(model, DataLoader(TensorDataset(x[:1500], y[:1500]), batch_size=50, shuffle=True, collate_fn=collate_fields))
     path = tmp_path_factory.mktemp("clf") / "best-epoch002.ckpt"
     trainer.save_checkpoint(path)
     return path
