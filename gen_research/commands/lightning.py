@@ -17,8 +17,7 @@ from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from gen_research.files.atomic import atomic_write_with
-from gen_research.training.callbacks.checkpoint import AtomicCheckpointIO
-from gen_research.training.callbacks.checkpoint import ModelCheckpoint as FinalStepCheckpoint
+from gen_research.training.callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoint
 from gen_research.training.callbacks.divergence import StopOnNonFinite
 from gen_research.training.callbacks.preemption import StepBoundaryRequeue
 from gen_research.training.callbacks.rng_state import RandomStateCheckpoint
@@ -39,6 +38,9 @@ from gen_research.training.run_folder import (
 )
 
 LIGHTNING_CKPT_KEYWORDS = ("hpc", "registry")  # passed on to Lightning (fit only)
+AUTO_MONITOR = "auto"  # checkpoint.monitor/mode default: what the model family declares (CHECKPOINT_MONITOR)
+RANKED_FILENAME = "best-epoch{epoch:03d}-step{step:06d}"
+UNRANKED_FILENAME = "epoch{epoch:03d}-step{step:06d}"  # no monitor: the newest, not the best
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -115,15 +117,15 @@ class GenResearchCLI(LightningCLI):
         parser.add_argument("--name", type=str | None, default=None, help="Experiment name: runs go to <runs_root>/<name>/. Default: the last --config file's name.")
         parser.add_argument("--runs_root", type=str, default="runs", help="Folder holding all experiments' run folders.")
         parser.add_argument("--imports", type=list[str], default=[], help="Modules whose classes the config may name besides gen_research and the field's libraries (docs/security.md).")
-        parser.add_lightning_class_args(FinalStepCheckpoint, "checkpoint")  # Lightning's, with last.ckpt = the final step
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")  # Lightning's, with last.ckpt = the final step
         accept_auto_precision(parser)  # trainer.precision: auto (gen_research/config/precision.py)
         parser.set_defaults(
             {
-                "checkpoint.monitor": "val/loss",
-                "checkpoint.mode": "min",
+                "checkpoint.monitor": AUTO_MONITOR,  # the family's CHECKPOINT_MONITOR (resolve_checkpoint_monitor)
+                "checkpoint.mode": AUTO_MONITOR,
                 "checkpoint.save_last": True,
                 "checkpoint.save_top_k": 1,
-                "checkpoint.filename": "best-epoch{epoch:03d}-step{step:06d}",
+                "checkpoint.filename": RANKED_FILENAME,
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
@@ -147,6 +149,7 @@ class GenResearchCLI(LightningCLI):
         # Checks and choices made on the parsed config, before anything is built or written (one step a line).
         check_run_config(config, self.subcommand)  # trainer/checkpoint/run-folder values that cannot work (gen_research/config/checks.py)
         resolve_auto_precision(config)  # trainer.precision: auto -> bf16-mixed or 32-true for this machine
+        resolve_checkpoint_monitor(config)  # checkpoint.monitor: auto -> the family's CHECKPOINT_MONITOR
         self._resolve_checkpoint(config)
         self._choose_run_dir(config)
         self._resume_requeued_slurm_job(config)  # SLURM: an explicit checkpoint, the run's newest (never a stale hpc_ckpt)
@@ -284,6 +287,30 @@ class GenResearchCLI(LightningCLI):
             print(f"Predictions: {path}", flush=True)
 
 
+def resolve_checkpoint_monitor(config: Namespace) -> None:
+    """``checkpoint.monitor: auto`` (the default) -> the model family's declared ``CHECKPOINT_MONITOR`` (metric, mode),
+    ``("val/loss", "min")`` unless the family says otherwise; None ranks nothing (a GAN has no loss to rank by): the
+    checkpoint callback then keeps ``last.ckpt`` and its newest step/epoch checkpoint, named without ``best-``.
+    A monitor the user configured is kept, with ``mode`` ``min`` unless configured too."""
+    checkpoint = config.get("checkpoint")
+    if checkpoint is None:
+        return
+    declared: tuple[str, str] | None = ("val/loss", "min")
+    if checkpoint.monitor == AUTO_MONITOR:
+        class_path = config.model.get("class_path") if isinstance(config.get("model"), Namespace) else None
+        module_name, _, class_name = (class_path or "").rpartition(".")
+        try:
+            model_class = getattr(importlib.import_module(module_name), class_name) if module_name else None
+        except (ImportError, AttributeError):
+            model_class = None
+        declared = getattr(model_class, "CHECKPOINT_MONITOR", declared)
+        checkpoint.monitor = declared[0] if declared else None
+    if checkpoint.mode == AUTO_MONITOR:
+        checkpoint.mode = declared[1] if declared else "min"
+    if checkpoint.monitor is None and checkpoint.filename == RANKED_FILENAME:
+        checkpoint.filename = UNRANKED_FILENAME
+
+
 def _initialised_from_pretrained(config: Namespace) -> bool:
     """Whether the configured model loads pretrained weights itself (a diffusers pipeline folder as ``init_from``)."""
     init_args = config.model.get("init_args") if isinstance(config.get("model"), Namespace) else None
@@ -338,7 +365,7 @@ def print_run_summary(trainer: Trainer, run_dir: Path | None) -> None:
         lines.append(f"  config used:   {configs[-1]}")
     checkpoint = trainer.checkpoint_callback
     if isinstance(checkpoint, ModelCheckpoint):
-        if checkpoint.best_model_path:
+        if checkpoint.best_model_path and checkpoint.monitor:  # without a monitor it is only the newest
             score = f" ({checkpoint.monitor}={float(checkpoint.best_model_score):.4f})" if checkpoint.best_model_score is not None else ""
             lines.append(f"  best checkpoint: {checkpoint.best_model_path}{score}")
         if checkpoint.last_model_path:

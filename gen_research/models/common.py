@@ -1,4 +1,5 @@
-"""What every model family shares: seeded evaluation randomness, the AdamW + warm-up/cosine optimizer, and the
+"""What every model family shares: seeded evaluation randomness, the AdamW + warm-up/cosine optimizer
+(gen_research/training/optimizers.py), and the
 Lightning steps of modules that are just a ``compute_losses`` (diffusion models, the noisy classifier)."""
 
 from __future__ import annotations
@@ -6,11 +7,10 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-import lightning.pytorch as L
 import torch
 
 from gen_research.errors import GenResearchError
-from gen_research.training.lr_schedules import WarmupCosineLR
+from gen_research.training.optimizers import configure_adamw  # noqa: F401  (re-exported: one optimizer path for every family)
 
 
 class SeededEvaluation:
@@ -63,24 +63,6 @@ def check_widths(model: str, name: str, widths: Any) -> None:
     values = list(widths) if isinstance(widths, (list, tuple)) else [widths]
     if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
         raise GenResearchError(f"{model}: model.init_args.{name}={widths!r} must be positive integers; set e.g. model.init_args.{name}=[32, 64]")
-
-
-def configure_adamw(module: L.LightningModule) -> dict[str, Any]:
-    """AdamW on all parameters with a per-step LambdaLR: linear warm-up, then constant or cosine to 0.
-
-    Reads ``lr``, ``weight_decay``, ``warmup_steps`` and ``lr_schedule`` from ``module.hparams``.
-    """
-    hp = module.hparams
-    optimizer = torch.optim.AdamW(module.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-    total = None
-    if hp.lr_schedule == "cosine":
-        total = module.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise GenResearchError("lr_schedule 'cosine' needs a finite run: set trainer.max_steps or max_epochs")
-        total = int(total)
-    # The schedule's length is saved in the checkpoint; a resume with another budget says how the curve changes.
-    scheduler = WarmupCosineLR(optimizer, warmup_steps=hp.warmup_steps, total_steps=total)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class LossSteps(SeededEvaluation):

@@ -6,15 +6,15 @@ checkpointing are Lightning's with one fix each (ema.py, checkpoint.py); we writ
 
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 
-from gen_research.training.callbacks.checkpoint import ModelCheckpoint
+from gen_research.training.callbacks.checkpoint import RunCheckpoint
 from gen_research.training.callbacks.ema import EMA
 from gen_research.training.callbacks.evaluation import EvaluationCallback
 from gen_research.training.callbacks.rng_state import RandomStateCheckpoint
 from gen_research.training.callbacks.sample_grid import SampleGridLogger
 from gen_research.registry import CALLBACKS
 
-CALLBACKS.add("checkpoint", ModelCheckpoint, "Lightning's ModelCheckpoint, last.ckpt rewritten at the end of training (the CLI's `checkpoint:` key configures the default one)")
+CALLBACKS.add("checkpoint", RunCheckpoint, "Lightning's ModelCheckpoint, last.ckpt rewritten at the end of training (the CLI's `checkpoint:` key configures the default one)")
 CALLBACKS.add("lr_monitor", LearningRateMonitor, "logs learning rates (added automatically when a logger is on)")
 CALLBACKS.add("rich_progress", RichProgressBar, "rich progress bar (added automatically unless trainer.enable_progress_bar=false)")
 
-__all__ = ["EMA", "EvaluationCallback", "ModelCheckpoint", "RandomStateCheckpoint", "SampleGridLogger"]
+__all__ = ["EMA", "EvaluationCallback", "RandomStateCheckpoint", "RunCheckpoint", "SampleGridLogger"]

@@ -1,5 +1,5 @@
-"""Checkpoints: Lightning's ModelCheckpoint with ``last.ckpt`` always the final step and resumes that keep their
-file names, and a CheckpointIO whose writes are atomic on any filesystem layout."""
+"""Checkpoints of a run: :class:`RunCheckpoint` (Lightning's ModelCheckpoint with ``last.ckpt`` always the final step
+and resumes that keep their file names) and a CheckpointIO whose writes are atomic on any filesystem layout."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from gen_research.files.atomic import atomic_open
 
@@ -30,8 +30,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, handle)
 
 
-class ModelCheckpoint(LightningModelCheckpoint):
-    """Lightning's ModelCheckpoint (best-k by ``monitor``, ``last.ckpt``), plus two guarantees.
+class RunCheckpoint(ModelCheckpoint):
+    """The checkpoints of a run (registered as ``checkpoint``; the CLI's ``checkpoint:`` key configures its default
+    one): Lightning's ModelCheckpoint (best-k by ``monitor``, ``last.ckpt``), plus two guarantees.
 
     1. ``last.ckpt`` is the state at the end of training, and resumable. Lightning writes it after validations
        and, at the end of training, only if it never wrote one: a run that stops between two validations
@@ -45,6 +46,12 @@ class ModelCheckpoint(LightningModelCheckpoint):
     """
 
     _epoch_at_last_save: int | None = None
+
+    def _generate_state_key(self, **kwargs: Any) -> str:
+        # Lightning keys a callback's state in the checkpoint by its class name: keep the name this class had
+        # (ModelCheckpoint) so that runs checkpointed before the rename resume with their bookkeeping and
+        # ``--ckpt_path best`` (run_folder.find_best_checkpoint) finds their best checkpoint.
+        return f"ModelCheckpoint{kwargs!r}"
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
@@ -108,4 +115,4 @@ def _rebased(state_dict: dict[str, Any], saved_dir: Path, current_dir: Path) -> 
     return rebased
 
 
-__all__ = ["AtomicCheckpointIO", "ModelCheckpoint"]
+__all__ = ["AtomicCheckpointIO", "RunCheckpoint"]

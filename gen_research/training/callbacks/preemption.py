@@ -4,8 +4,9 @@ Lightning's SLURM support (``SLURMEnvironment(auto_requeue=True)``) saves an HPC
 from inside the USR1 signal handler, i.e. wherever the main thread happens to be: possibly between a step's
 optimizer update and its EMA update, or with one DDP rank a step ahead of another. A checkpoint taken there
 does not describe one well-defined step, and the requeued run would not end with the weights of an
-uninterrupted one. This callback only notes the signal and calls Lightning's own handler after the next
-optimizer step, once all ranks agree (one scalar all-reduce every ``sync_every_n_steps`` steps under DDP;
+uninterrupted one. This callback only notes the signal and calls Lightning's own handler at the end of the next
+training step (one batch: after all its optimizer steps when a family trains several networks,
+gen_research/training/multi_network.py), once all ranks agree (one scalar all-reduce every ``sync_every_n_steps`` steps under DDP;
 single-process runs need none). tests/slurm/ checks the result on a real SLURM cluster: the requeued run ends
 with exactly the weights of an uninterrupted run.
 """
