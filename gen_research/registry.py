@@ -1,4 +1,4 @@
-"""Registries: short names for models, data, samplers, feature extractors, metrics, callbacks, loggers, presets.
+"""Registries: short names for models, data, feature extractors, metrics, callbacks, loggers, presets.
 
 A family registers itself with a decorator::
 
@@ -95,36 +95,78 @@ class Registry:
 
 
 MODELS = Registry("model", "LightningModules, one per model family")
-DATA = Registry("datamodule", "LightningDataModules yielding (images in [-1, 1], labels)")
-SAMPLERS = Registry("sampler", "ways of drawing images from a trained model")
+DATA = Registry("datamodule", "LightningDataModules yielding dict batches of named fields (image in [-1, 1], label, ...)")
 FEATURES = Registry("feature", "feature extractors that metrics are computed on")
 METRICS = Registry("metric", "evaluation metrics (torchmetrics Metric subclasses)")
 CALLBACKS = Registry("callback", "Lightning callbacks: EMA, sample grids, evaluation")
 LOGGERS = Registry("logger", "experiment loggers (W&B, CSV)")
 PRESETS = Registry("preset", "trainer presets: precision, strategy, devices (configs/trainer/*.yaml)")
 
-REGISTRIES: dict[str, Registry] = {r.kind + "s": r for r in (MODELS, DATA, SAMPLERS, FEATURES, METRICS, CALLBACKS, LOGGERS, PRESETS)}
+REGISTRIES: dict[str, Registry] = {r.kind + "s": r for r in (MODELS, DATA, FEATURES, METRICS, CALLBACKS, LOGGERS, PRESETS)}
 
 # Packages whose import runs the @register decorators. Registry -> packages is the one allowed direction.
 BUILTIN_PACKAGES = (
-    "gen_research.data",
-    "gen_research.models",
     "gen_research.sampling",
     "gen_research.evaluation",
     "gen_research.training.callbacks",
     "gen_research.training.loggers",
     "gen_research.config.presets",
 )
+# Discovered, not listed: every module of these packages is imported, so a new family is one new folder under
+# models/ (and a new data module one new file under data/), with no list of imports to edit.
+DISCOVERED_PACKAGES = ("gen_research.models", "gen_research.data")
+# Third-party families: a package declares ``[project.entry-points."gen_research.families"] my_family = "my_pkg.models"``
+# and installing it is enough (the entry point's module is imported; its decorators register its classes).
+ENTRY_POINT_GROUP = "gen_research.families"
+_imported_user_modules: set[str] = set()
+
+
+def discover(package_name: str) -> list[str]:
+    """Import every module and subpackage of ``package_name`` (recursively); returns their names."""
+    import pkgutil
+
+    package = importlib.import_module(package_name)
+    names = [info.name for info in pkgutil.walk_packages(package.__path__, package_name + ".")]
+    for name in names:
+        importlib.import_module(name)
+    return names
 
 
 def load_builtins() -> None:
-    """Import every built-in package so that all registries are filled."""
+    """Fill every registry: the built-in packages, the discovered families and data modules, installed
+    third-party families (entry points) and the modules named by ``$GEN_RESEARCH_IMPORTS``."""
     for package in BUILTIN_PACKAGES:
         importlib.import_module(package)
+    for package in DISCOVERED_PACKAGES:
+        discover(package)
+    from importlib.metadata import entry_points
+
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        import_user_modules((entry_point.value.partition(":")[0],), f"entry point {entry_point.name!r} ({ENTRY_POINT_GROUP})")
+    import_user_modules(env_imports(), f"${IMPORTS_ENV}")
+
+
+def import_user_modules(names: tuple[str, ...], where: str) -> None:
+    """Import the modules a user trusts by listing them (an experiment's ``imports:``, $GEN_RESEARCH_IMPORTS, an entry
+    point), so the families and data modules they register have short names. Only the module named is imported (a
+    package's ``__init__`` imports what it registers). A name that is no module is left to the class-path check, which
+    treats it as a prefix (docs/security.md)."""
+    import importlib.util
+
+    for name in names:
+        if name in _imported_user_modules:
+            continue
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            importlib.import_module(name)
+            _imported_user_modules.add(name)
 
 
 def all_class_registries() -> tuple[Registry, ...]:
-    return (MODELS, DATA, CALLBACKS, LOGGERS, SAMPLERS, FEATURES, METRICS)
+    return (MODELS, DATA, CALLBACKS, LOGGERS, FEATURES, METRICS)
 
 
 def resolve_class_path(value: str, registries: tuple[Registry, ...] | None = None) -> str:

@@ -13,7 +13,6 @@ sweep.csv, sweep.json, fid_vs_nfe.png, guidance.png and sample grids into --out 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,8 @@ from gen_research.errors import GenResearchError, OneLineArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gen_research.evaluation.base import EvalOptions
+
     parser = OneLineArgumentParser(prog="python -m gen_research evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_argument_group("what to evaluate (one of the two forms)")
     source.add_argument("--config", help="experiment YAML whose model and data to use")
@@ -41,10 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--clip-model", help="clip_score: local CLIP folder (model and tokenizer)")
     features.add_argument("--metrics", default="fid,kid,precision,recall,density,coverage", help="comma-separated (python -m gen_research list metrics)")
     features.add_argument("--num-images", type=int, help="images per set (default: every reference image; as many samples)")
-    features.add_argument("--kid-subset-size", type=int, default=1000)
-    features.add_argument("--kid-subsets", type=int, default=100)
-    features.add_argument("--nearest-k", type=int, default=5, help="k of precision/recall/density/coverage")
-    features.add_argument("--is-splits", type=int, default=10)
+    defaults = EvalOptions()  # the metric defaults live in one place
+    features.add_argument("--kid-subset-size", type=int, default=defaults.kid_subset_size)
+    features.add_argument("--kid-subsets", type=int, default=defaults.kid_subsets)
+    features.add_argument("--nearest-k", type=int, default=defaults.nearest_k, help="k of precision/recall/density/coverage")
+    features.add_argument("--is-splits", type=int, default=defaults.is_splits)
     features.add_argument("--seed", type=int, default=0, help="seeds sampling and the metrics' subset draws")
     sweep = parser.add_argument_group("sampler sweep (diffusion checkpoints; any of the first three turns it on)")
     sweep.add_argument("--samplers", help="comma-separated diffusion samplers, e.g. ddim,dpm-solver++ (default: the model's)")
@@ -120,9 +122,10 @@ def evaluate_command(argv: list[str]) -> int:
         cache = ReferenceCache(args.cache_dir)
     bar = lambda what: (lambda iterable: tqdm(iterable, desc=what, unit="batch", leave=False))  # noqa: E731
     if axes is not None:
+        from gen_research.commands.loading import load_model_and_data
         from gen_research.evaluation.sampler_grid import run_sampler_sweep
 
-        return run_sampler_sweep(args, axes, names, options, cache, bar, device)
+        return run_sampler_sweep(args, axes, names, options, cache, bar, device, load_model_and_data(args.config, args.ckpt_path))
     if folder_mode:
         evaluator, context = _evaluate_folders(args, make_evaluator, cache, bar)
     else:
@@ -225,91 +228,31 @@ def _captions(args: argparse.Namespace, fake_paths: list[str]) -> list[str]:
 
 
 def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: Any, bar: Any, device: str) -> tuple[Any, dict[str, str]]:
-    from gen_research.evaluation import sources
+    from gen_research.commands.loading import load_model_and_data
+    from gen_research.evaluation.feeder import Feeder
+    from gen_research.evaluation.sources import image_batches
     from gen_research.evaluation.set_sizes import check_set_sizes
 
     model, datamodule, data_config = load_model_and_data(args.config, args.ckpt_path)
     model = model.to(device).eval()
-    if args.with_labels and not sources.samples_by_class(model):  # before any feature is computed
-        raise GenResearchError(f"class-conditional metrics need a model that samples given classes; {type(model).__name__} does not")
     datamodule.setup("validate")
     split_set = getattr(datamodule, f"{args.split}_set")
     num_real = min(args.num_images or len(split_set), len(split_set))
-    num_fake = args.num_images or num_real
-    generated = num_fake if getattr(model, "has_prior", False) else num_real  # no prior: reconstructions of the split
-    check_set_sizes(args.metric_names, args.options, num_real, generated, f"the {args.split} split", "the generated set")
+    feeder = Feeder(model, split_set, num_real, args.num_images or num_real, args.batch_size, args.seed, args.with_labels)
     evaluator = make_evaluator(tuple(datamodule.image_shape), datamodule.num_classes)
+    feeder.check(evaluator)  # before any feature is computed
+    check_set_sizes(args.metric_names, args.options, num_real, feeder.num_generated, f"the {args.split} split", "the generated set")
     data_key = json.dumps(data_config, sort_keys=True)
     if evaluator.needs_reals:
         key = {"dataset": data_key, "split": args.split, "num_images": num_real, "preprocessing": "datamodule"}
-        _feed_reference(evaluator, lambda: sources.image_batches(split_set, args.batch_size, num_real, args.with_labels), key, cache, bar, "real",
-                        split_set, num_real)
+        _feed_reference(evaluator, feeder.reference_batches, key, cache, bar, "real", split_set, num_real)
     if evaluator.needs_train:
         train_set = datamodule.train_set
         key = {"dataset": data_key, "split": "train", "num_images": len(train_set), "preprocessing": "datamodule"}
-        _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train", train_set)
-    if evaluator.needs_texts:
-        raise GenResearchError("clip_score needs captions: evaluate folders with --captions (no text-conditioned family exists yet)")
-    if evaluator.needs_raw_reals:
-        for images, labels in sources.image_batches(split_set, args.batch_size, num_real, with_labels=True):
-            evaluator.add_raw_images(images, "real", labels if args.with_labels else None)
-    if evaluator.needs_fakes:
-        if getattr(model, "has_prior", False):
-            fakes = sources.generated_batches(model, num_fake, args.batch_size, args.seed, with_labels=args.with_labels)
-            what = f"{num_fake} samples" + (" (classes in turn)" if args.with_labels else "")
-        else:  # no prior: the model's reconstructions of the split are what it generates
-            fakes = (recon for recon, _ in sources.reconstructed_batches(model, sources.image_batches(split_set, args.batch_size, num_real)))
-            what = f"reconstructions of {num_real} {args.split} images"
-        for batch in bar("features of generated images")(fakes):
-            images, labels = batch if args.with_labels else (batch, None)
-            evaluator.add_images(images, "fake", labels)
-    else:
-        what = "pairs only"
-    if evaluator.needs_generator:
-        evaluator.add_generator(model, args.seed)
-    if evaluator.needs_pairs:
-        if not hasattr(model, "reconstruct"):
-            raise GenResearchError(f"ssim/psnr need a model that reconstructs images; {type(model).__name__} does not")
-        for recon, original in sources.reconstructed_batches(model, sources.image_batches(split_set, args.batch_size, num_real)):
-            evaluator.add_pairs(recon, original)
+        _feed_reference(evaluator, lambda: image_batches(train_set, args.batch_size), key, cache, bar, "train", train_set)
+    feeder.feed(evaluator, progress=bar("features of generated images"))
+    what = feeder.describe(args.split) if evaluator.needs_fakes else "pairs only"
     return evaluator, {"checkpoint": args.ckpt_path, "reference": f"{args.split} split, {num_real} images", "generated": what}
-
-
-def load_model_and_data(config_path: str, ckpt_path: str) -> tuple[Any, Any, dict[str, Any]]:
-    """The experiment's data module and its model with the checkpoint's weights (EMA weights when EMA was on)."""
-    from argparse import ArgumentError
-
-    from jsonargparse import ArgumentParser
-    from lightning.pytorch import LightningDataModule
-
-    from gen_research.config.files import check_class_paths, experiment_imports, load_experiment
-    from gen_research.config.parser_errors import condense_parser_error
-    from gen_research.training.run_folder import read_checkpoint, resolve_checkpoint_name
-
-    config = load_experiment(Path(config_path))
-    if "model" not in config or "data" not in config:
-        raise GenResearchError(f"{config_path} must define model and data")
-    ckpt_path = str(resolve_checkpoint_name(ckpt_path, Path(config.get("runs_root") or "runs"), config.get("name") or Path(config_path).stem))
-    checkpoint = read_checkpoint(Path(ckpt_path))
-    class_path = config["model"]["class_path"]
-    saved_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
-    if saved_class and saved_class != class_path:
-        raise GenResearchError(f"checkpoint {ckpt_path} was written by model {saved_class}, but {config_path} builds {class_path}")
-    # load_from_checkpoint parses the saved hyperparameters with jsonargparse: the same class-path rules apply.
-    check_class_paths(checkpoint.get("hyper_parameters") or {}, f"in the hyper_parameters of {ckpt_path}", experiment_imports(config, config_path))
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(LightningDataModule, "data")
-    try:
-        datamodule = parser.instantiate_classes(parser.parse_object({"data": config["data"]})).data
-    except ArgumentError as error:
-        raise GenResearchError(condense_parser_error(str(error), lambda section: [])) from None
-    module_name, _, class_name = class_path.rpartition(".")
-    model_class = getattr(importlib.import_module(module_name), class_name)
-    try:
-        model = model_class.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-    except (RuntimeError, TypeError, KeyError, ValueError) as error:  # ValueError: Lightning refused the saved instantiator/class
-        raise GenResearchError(f"cannot build {class_name} from {ckpt_path}: {str(error).splitlines()[0]}") from None
-    return model, datamodule, config["data"]
 
 
 def print_results(results: dict[str, float], context: dict[str, str]) -> None:

@@ -238,15 +238,15 @@ class GenResearchCLI(LightningCLI):
             raise user_error from None
 
     def after_instantiate_classes(self) -> None:
-        if self.checkpoint is not None and self.checkpoint_path is not None:
-            model_class = self.config[self.subcommand].model.class_path
-            check_checkpoint_matches(self.checkpoint, self.checkpoint_path, self.model, model_class)
         from gen_research.models.contract import ModelFamily, check_batch_fields
         from gen_research.registry import DATA
 
         if isinstance(self.model, ModelFamily) and hasattr(self.datamodule, "batch_fields"):  # the batch contract
             data_name = DATA.name_of(self.datamodule) or type(self.datamodule).__name__
             check_batch_fields(self.model, tuple(self.datamodule.batch_fields), data_name)
+        if self.checkpoint is not None and self.checkpoint_path is not None:
+            model_class = self.config[self.subcommand].model.class_path
+            check_checkpoint_matches(self.checkpoint, self.checkpoint_path, self.model, model_class)
             self.checkpoint = None  # release the memory; Lightning reads the file itself
         for callback in self.trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:

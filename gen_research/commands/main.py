@@ -76,11 +76,15 @@ def list_command(args: list[str]) -> int:
     from gen_research.registry import REGISTRIES, load_builtins
 
     load_builtins()
-    wanted = args or list(REGISTRIES)
+    kinds = [*REGISTRIES, "samplers"]
+    wanted = args or kinds
     for kind in wanted:
+        if kind in ("samplers", "sampler"):
+            _list_samplers()
+            continue
         registry = REGISTRIES.get(kind, REGISTRIES.get(kind + "s"))
         if registry is None:
-            raise GenResearchError(f"nothing called {kind!r} to list; choose from: {', '.join(REGISTRIES)}")
+            raise GenResearchError(f"nothing called {kind!r} to list; choose from: {', '.join(kinds)}")
         print(f"{registry.kind}s: {registry.description}")
         if not len(registry):
             print("  (none registered yet)")
@@ -89,6 +93,19 @@ def list_command(args: list[str]) -> int:
             print(f"  {entry.name:<{width}}  {entry.description}")
         print()
     return 0
+
+
+def _list_samplers() -> None:
+    """What each family's ``--sampler`` accepts (declared by the family: gen_research/models/contract.py)."""
+    from gen_research.models.contract import sampler_table
+
+    table = sampler_table()
+    print("samplers: what `sample --sampler` (and `evaluate --samplers`) accepts, per model family")
+    width = max((len(f"{family}: {name}") for family, name, _ in table), default=0)
+    for family, name, text in table:
+        print(f"  {f'{family}: {name}':<{width}}  {text}")
+    print("  (other families sample without a --sampler choice; their options: python -m gen_research sample --help)")
+    print()
 
 
 def run_lightning(argv: list[str]) -> int:

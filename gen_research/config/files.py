@@ -100,6 +100,10 @@ def load_experiment(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
     if resolved_path in _chain:
         raise GenResearchError(f"defaults of {path} include themselves in a loop; remove the cycle")
     data = resolve_relative_paths(read_yaml(path), path)  # paths in a file are relative to that file
+    if data.get(IMPORTS_KEY):  # the modules the user trusts: imported now, so the names they register resolve
+        from gen_research.registry import import_user_modules
+
+        import_user_modules(experiment_imports(data, path), f"'{IMPORTS_KEY}' in {path}")
     defaults = data.pop("defaults", None) or []
     if isinstance(defaults, str):
         defaults = [defaults]

@@ -69,6 +69,11 @@ class Evaluator:
         return any(getattr(spec, "needs_labels", False) for spec in self.specs)
 
     @property
+    def label_metrics(self) -> list[str]:
+        """The requested metric names that need class labels (for error messages)."""
+        return [name for name in self.requested if getattr(METRICS.get(name), "needs_labels", False)]
+
+    @property
     def needs_pairs(self) -> bool:
         return any(self.is_paired(spec) for spec in self.specs)
 

@@ -1,7 +1,4 @@
-"""Model families; importing this package registers them in gen_research.registry.MODELS."""
+"""Model families: one folder each, discovered by gen_research.registry.load_builtins (nothing to list here).
 
-from gen_research.models import autoencoder
-from gen_research.models import classifier  # noqa: F401  (registers "classifier")
-from gen_research.models import diffusion  # noqa: F401  (registers "ddpm")
-
-__all__ = ["autoencoder"]
+What a family provides and what the rest of the code may ask it is in gen_research/models/contract.py.
+"""

@@ -1,7 +1,5 @@
-"""Samplers: ways of drawing images from a trained model; importing registers them in SAMPLERS."""
+"""Sampling building blocks: diffusion schedulers and the sampling loop, guidance, inpainting/img2img inputs.
 
-from gen_research.sampling import prior
-from gen_research.sampling import diffusion  # noqa: F401  (registers ddpm, ddim, dpm-solver++, euler, ...)
-from gen_research.sampling.prior import PriorSampler
-
-__all__ = ["PriorSampler", "prior"]
+What a family's ``sample`` accepts (its sampler names, steps, ...) is declared by the family
+(gen_research/models/contract.py); ``python -m gen_research list samplers`` shows it per family.
+"""

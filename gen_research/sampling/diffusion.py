@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import torch
 from diffusers import (
@@ -23,10 +23,8 @@ from diffusers import (
     PNDMScheduler,
 )
 from diffusers.utils.torch_utils import randn_tensor
-from torch import nn
 
 from gen_research.errors import GenResearchError
-from gen_research.registry import SAMPLERS
 
 SCHEDULERS: dict[str, type] = {
     "ddpm": DDPMScheduler,
@@ -36,6 +34,16 @@ SCHEDULERS: dict[str, type] = {
     "euler-ancestral": EulerAncestralDiscreteScheduler,
     "heun": HeunDiscreteScheduler,
     "pndm": PNDMScheduler,
+}
+# The one table of diffusion samplers: what ddpm's --sampler accepts (python -m gen_research list samplers).
+SCHEDULER_DESCRIPTIONS: dict[str, str] = {
+    "ddpm": "ancestral DDPM steps (Ho et al. 2020); stochastic, needs many steps",
+    "ddim": "DDIM (Song et al. 2021); eta 0 deterministic, eta 1 ~ DDPM",
+    "dpm-solver++": "DPM-Solver++ multistep (Lu et al. 2022); good in 10-25 steps",
+    "euler": "Euler ODE steps in sigma space (Karras et al. 2022)",
+    "euler-ancestral": "Euler ancestral (stochastic) steps in sigma space",
+    "heun": "Heun 2nd-order ODE steps (Karras et al. 2022); 2 model calls a step",
+    "pndm": "PLMS / PNDM linear multistep (Liu et al. 2022); epsilon or v models",
 }
 # config set on top of the training config for some schedulers
 # dpm-solver++: x0 predictions clipped to [-1, 1] (dynamic thresholding with max 1), as clip_sample does for ddpm/ddim;
@@ -175,76 +183,9 @@ def sample(
     return x.clamp(-1.0, 1.0)
 
 
-class DiffusionSampler:
-    """Draw images from a diffusion model with one diffusers scheduler; None = the model's own default."""
-
-    scheduler_name: ClassVar[str] = "ddim"
-
-    def __init__(self, steps: int | None = None, eta: float | None = None, guidance_scale: float | None = None) -> None:
-        self.steps = steps
-        self.eta = eta
-        self.guidance_scale = guidance_scale
-
-    def __call__(
-        self,
-        model: nn.Module,
-        num_samples: int,
-        generator: torch.Generator | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        if not getattr(model, "is_diffusion", False):
-            raise GenResearchError(
-                f"sampler {self.scheduler_name!r} needs a diffusion model (ddpm); {type(model).__name__} is not one"
-            )
-        return model.sample(
-            num_samples,
-            generator=generator,
-            labels=labels,
-            sampler=self.scheduler_name,
-            steps=self.steps,
-            guidance_scale=self.guidance_scale,
-            eta=self.eta,
-        )
-
-
-@SAMPLERS.register("ddpm", "diffusion: ancestral DDPM steps (Ho et al. 2020); stochastic, needs many steps")
-class DDPMSampler(DiffusionSampler):
-    scheduler_name = "ddpm"
-
-
-@SAMPLERS.register("ddim", "diffusion: DDIM (Song et al. 2021); eta 0 deterministic, eta 1 ~ DDPM")
-class DDIMSampler(DiffusionSampler):
-    scheduler_name = "ddim"
-
-
-@SAMPLERS.register("dpm-solver++", "diffusion: DPM-Solver++ multistep (Lu et al. 2022); good in 10-25 steps")
-class DPMSolverPPSampler(DiffusionSampler):
-    scheduler_name = "dpm-solver++"
-
-
-@SAMPLERS.register("euler", "diffusion: Euler ODE steps in sigma space (Karras et al. 2022)")
-class EulerSampler(DiffusionSampler):
-    scheduler_name = "euler"
-
-
-@SAMPLERS.register("euler-ancestral", "diffusion: Euler ancestral (stochastic) steps in sigma space")
-class EulerAncestralSampler(DiffusionSampler):
-    scheduler_name = "euler-ancestral"
-
-
-@SAMPLERS.register("heun", "diffusion: Heun 2nd-order ODE steps (Karras et al. 2022); 2 model calls a step")
-class HeunSampler(DiffusionSampler):
-    scheduler_name = "heun"
-
-
-@SAMPLERS.register("pndm", "diffusion: PLMS / PNDM linear multistep (Liu et al. 2022); epsilon or v models")
-class PNDMSampler(DiffusionSampler):
-    scheduler_name = "pndm"
-
-
 __all__ = [
     "SCHEDULERS",
-    "DiffusionSampler",
+    "SCHEDULER_DESCRIPTIONS",
     "check_scheduler_name",
     "classifier_free_guidance",
     "make_scheduler",

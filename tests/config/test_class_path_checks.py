@@ -7,6 +7,8 @@ import sys
 import pytest
 import yaml
 
+from gen_research import registry
+
 from gen_research.config.files import check_class_paths, expand_argv, load_experiment
 from gen_research.errors import GenResearchError
 from gen_research.registry import IMPORTS_ENV, load_builtins
@@ -26,7 +28,9 @@ def usermod(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(IMPORTS_ENV, raising=False)
     yield marker
-    assert "usermod_sl" not in sys.modules  # checking never imports
+    # Checking never imports; an experiment that lists the module in `imports:` does (its registered names resolve).
+    sys.modules.pop("usermod_sl", None)
+    registry._imported_user_modules.discard("usermod_sl")
 
 
 def write(path, data) -> str:
@@ -80,7 +84,7 @@ def test_experiment_class_paths_outside_the_allowed_modules_are_refused(usermod,
     refused(["--config", config])
     with pytest.raises(GenResearchError, match="usermod_sl.Cb"):  # sample/evaluate/export read experiments like this
         load_experiment(usermod.parent / "exp.yaml")
-    assert not usermod.exists()
+    assert not usermod.exists() and "usermod_sl" not in sys.modules  # refused without being imported
 
 
 def test_a_callback_file_on_the_command_line_is_checked(usermod):

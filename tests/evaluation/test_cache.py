@@ -245,14 +245,14 @@ def test_fingerprints_cover_every_item_of_each_kind_of_dataset(folders):
 class TinyGenerator(torch.nn.Module):
     """Stands in for a model with a prior: samples are seeded noise, what the callback needs of a model."""
 
-    has_prior = True
+    conditioning_classes = None  # the contract's Generates: unconditional
     device = torch.device("cpu")
 
     def __init__(self):
         super().__init__()
         self.scale = torch.nn.Parameter(torch.tensor(0.5))
 
-    def sample(self, count, generator=None):
+    def sample(self, count, labels=None, generator=None):
         return (torch.randn(count, 1, 8, 8, generator=generator) * self.scale).clamp(-1, 1)
 
 

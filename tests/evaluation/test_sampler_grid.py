@@ -11,11 +11,12 @@ from PIL import Image
 from gen_research.commands.main import main
 from gen_research.errors import GenResearchError
 from gen_research.commands.evaluate import build_parser
+from gen_research.models.contract import conditioning_classes
 from gen_research.models.diffusion import DDPM
 from gen_research.sampling.diffusion import make_scheduler
 from gen_research.evaluation.sampler_grid import grid as sweep_grid
 from gen_research.evaluation.sampler_grid import report
-from gen_research.evaluation.sampler_grid.grid import ForwardCounter, GridPoint, SweepAxes, check_model, class_count, expand_grid, parse_axes
+from gen_research.evaluation.sampler_grid.grid import ForwardCounter, GridPoint, SweepAxes, check_model, expand_grid, parse_axes
 from gen_research.evaluation.sampler_grid.run import PointStats, generate
 
 
@@ -72,9 +73,10 @@ def test_models_that_cannot_be_swept_are_refused(conditional, unconditional):
     class Autoencoder(torch.nn.Module):
         pass
 
-    with pytest.raises(GenResearchError, match="needs a diffusion model.*Autoencoder"):
+    with pytest.raises(GenResearchError, match="needs a model with declared sampler and steps options.*Autoencoder"):
         check_model(Autoencoder(), SweepAxes(samplers=("ddim",)))
-    assert class_count(conditional) == 10 and class_count(unconditional) is None  # num_classes alone is not conditional
+    # num_classes alone is not conditional
+    assert conditioning_classes(conditional) == 10 and conditioning_classes(unconditional) is None
     with pytest.raises(GenResearchError, match="unconditional, so classifier-free guidance does not apply"):
         check_model(unconditional, SweepAxes(guidance_scales=(1.0, 2.0)))
     check_model(unconditional, SweepAxes(guidance_scales=(1.0,)))  # its default: allowed

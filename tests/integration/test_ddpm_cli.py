@@ -60,7 +60,7 @@ def test_inpainting_keeps_the_known_half(trained, workdir):
     out = images(workdir / "inpaint")
 
     from gen_research.files.image_grid import to_grid_uint8
-    from gen_research.commands.evaluate import load_model_and_data
+    from gen_research.commands.loading import load_model_and_data
 
     _, datamodule, _ = load_model_and_data(UNCONDITIONAL, trained["ddpm"])
     datamodule.setup("test")
@@ -77,7 +77,7 @@ def test_img2img_low_strength_stays_near_the_input(trained, workdir):
     inputs = np.asarray(Image.open(workdir / "s0.2" / "input.png"))
     near, far = images(workdir / "s0.2").astype(float), images(workdir / "s1.0").astype(float)
     from gen_research.files.image_grid import to_grid_uint8
-    from gen_research.commands.evaluate import load_model_and_data
+    from gen_research.commands.loading import load_model_and_data
 
     _, datamodule, _ = load_model_and_data(UNCONDITIONAL, trained["ddpm"])
     datamodule.setup("test")

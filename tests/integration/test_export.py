@@ -34,7 +34,7 @@ def test_exported_pipeline_samples_what_gen_research_samples(workdir):
     assert result.returncode == 0, result.stderr[-2000:]
     theirs = np.load(workdir / "diffusers.npy")  # [N, H, W, C] in [0, 1]
 
-    from gen_research.commands.evaluate import load_model_and_data
+    from gen_research.commands.loading import load_model_and_data
 
     model, _, _ = load_model_and_data(TINY, str(ckpt))
     with torch.no_grad():
@@ -49,7 +49,7 @@ def test_export_refuses_non_diffusion_models_and_full_folders(workdir, capsys):
     assert run_in_process("fit", "--config", vae, "--trainer.enable_progress_bar=false", "--trainer.logger=false", "--trainer.max_epochs=1") == 0
     ckpt = str(next((workdir / "runs" / "tiny_vae").glob("*/checkpoints/last.ckpt")))
     assert run_in_process("export", "--config", vae, "--ckpt_path", ckpt, "--out", "x") == 2
-    assert "VAE is not a diffusion model" in capsys.readouterr().err
+    assert "export needs a model that can be exported as a diffusers pipeline; VAE cannot" in capsys.readouterr().err
     (workdir / "full").mkdir()
     (workdir / "full" / "keep").write_text("x")
     assert run_in_process("export", "--config", vae, "--ckpt_path", ckpt, "--out", "full") == 2

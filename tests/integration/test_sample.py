@@ -39,7 +39,7 @@ def test_temperature_zero_decodes_the_prior_mean(checkpoint, workdir):
 
 def test_options_the_model_does_not_take_are_refused(checkpoint, workdir, capsys):
     assert run_in_process("sample", "--config", TINY, "--ckpt_path", checkpoint, "--steps", "20") == 2
-    assert "--steps does not apply to VAE; its sample() takes: temperature" in capsys.readouterr().err
+    assert "--steps does not apply to VAE; it takes: --temperature" in capsys.readouterr().err
     assert run_in_process("sample", "--config", TINY, "--ckpt_path", checkpoint, "--class", "3") == 2
     assert "--class needs a class-conditional model" in capsys.readouterr().err
     (workdir / "full").mkdir()

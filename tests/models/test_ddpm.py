@@ -11,7 +11,11 @@ TINY = dict(image_shape=(1, 8, 8), block_out_channels=[8, 16], num_train_timeste
 
 
 def test_registered():
-    assert MODELS.get("ddpm") is DDPM and DDPM.has_prior
+    from gen_research.models.contract import ExportsDiffusers, Generates, can
+
+    model = DDPM(**TINY)
+    assert MODELS.get("ddpm") is DDPM and can(model, Generates) and can(model, ExportsDiffusers)
+    assert model.conditioning_classes is None and DDPM(**TINY, num_classes=10, class_conditional=True).conditioning_classes == 10
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "scaled_linear"])

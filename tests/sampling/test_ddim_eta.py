@@ -10,7 +10,6 @@ import torch
 from diffusers import DDPMScheduler
 
 from gen_research.models.diffusion import DDPM
-from gen_research.registry import SAMPLERS
 from gen_research.sampling.diffusion import make_scheduler, sample
 
 SHAPE = (8, 1, 16, 16)
@@ -46,7 +45,7 @@ def model():
 
 def test_eta_reaches_the_scheduler_through_the_sampler_and_the_model(model):
     def draw(eta, seed):
-        return SAMPLERS.get("ddim")(steps=5, eta=eta)(model, 4, generator=torch.Generator().manual_seed(seed))
+        return model.sample(4, generator=torch.Generator().manual_seed(seed), sampler="ddim", steps=5, eta=eta)
 
     plain, noisy = draw(0.0, 5), draw(1.0, 5)
     assert torch.equal(noisy, draw(1.0, 5))

@@ -8,8 +8,7 @@ from diffusers import DDPMScheduler
 
 from gen_research.errors import GenResearchError
 from gen_research.models.diffusion import DDPM
-from gen_research.registry import SAMPLERS
-from gen_research.sampling.diffusion import SCHEDULERS, DiffusionSampler, classifier_free_guidance, make_scheduler, sample
+from gen_research.sampling.diffusion import SCHEDULER_DESCRIPTIONS, SCHEDULERS, classifier_free_guidance, make_scheduler, sample
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +19,10 @@ def model():
 
 @pytest.mark.parametrize("name", list(SCHEDULERS))
 def test_sampler_finite_and_deterministic(name, model):
-    sampler = SAMPLERS.get(name)(steps=3)
-    assert isinstance(sampler, DiffusionSampler) and sampler.scheduler_name == name
+    assert name in SCHEDULER_DESCRIPTIONS and name in model.SAMPLERS  # the one table, declared by the family
     state = torch.get_rng_state()
-    a = sampler(model, 2, generator=torch.Generator().manual_seed(5))
-    b = sampler(model, 2, generator=torch.Generator().manual_seed(5))
+    a = model.sample(2, generator=torch.Generator().manual_seed(5), sampler=name, steps=3)
+    b = model.sample(2, generator=torch.Generator().manual_seed(5), sampler=name, steps=3)
     assert torch.equal(state, torch.get_rng_state())  # the global RNG is never touched
     assert a.shape == (2, 1, 8, 8) and torch.isfinite(a).all()  # (within [-1, 1] by the final clamp: no check)
     assert torch.equal(a, b)
@@ -71,11 +69,12 @@ def test_unsupported_prediction_type():
         make_scheduler("pndm", {"prediction_type": "sample"})
 
 
-def test_sampler_refuses_non_diffusion_model():
+def test_sampler_option_is_declared_by_the_diffusion_family_only():
     from gen_research.models.autoencoder import VAE
+    from gen_research.models.contract import check_sampling_options
 
-    with pytest.raises(GenResearchError, match="needs a diffusion model"):
-        SAMPLERS.get("ddim")()(VAE(image_shape=(1, 8, 8), channels=[8, 16], latent_dim=4), 2)
+    with pytest.raises(GenResearchError, match="--sampler does not apply to VAE"):
+        check_sampling_options(VAE(image_shape=(1, 8, 8), channels=[8, 16], latent_dim=4), {"sampler": "ddim"})
 
 
 def test_classifier_free_guidance_math():

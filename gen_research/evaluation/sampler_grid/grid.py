@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from gen_research.errors import GenResearchError
+from gen_research.models.contract import Generates, ModelFamily, can, check_sampling_options, conditioning_classes, declared_options
 
 AXIS_OPTIONS = ("samplers", "steps", "guidance_scales")
 
@@ -94,43 +95,33 @@ def parse_axes(args: argparse.Namespace) -> SweepAxes | None:
     return SweepAxes(samplers, steps, scales)
 
 
-def class_count(model: Any) -> int | None:
-    """Number of classes the model samples given (class-conditional), else None.
-
-    DDPM keeps ``num_classes`` in its hparams even when it was trained unconditionally, so its
-    ``class_conditional`` flag decides; other families count as conditional when ``sample`` takes labels.
-    """
-    hparams = getattr(model, "hparams", None) or {}
-    if "class_conditional" in hparams:
-        return int(hparams["num_classes"]) if hparams.get("class_conditional") and hparams.get("num_classes") else None
-    from gen_research.evaluation.sources import samples_by_class
-
-    return int(model.num_classes) if samples_by_class(model) else None
-
-
 def model_defaults(model: Any) -> dict[str, Any]:
-    """The model's own sampler settings (its hparams): what an axis left off the command line takes."""
-    hparams = getattr(model, "hparams", None) or {}
-    return {"sampler": hparams.get("sampler"), "steps": hparams.get("sampling_steps"),
-            "guidance_scale": float(hparams.get("guidance_scale", 1.0)), "eta": float(hparams.get("eta", 0.0))}
+    """The model's own sampler settings: what an axis left off the command line takes."""
+    defaults = model.sampling_defaults() if isinstance(model, ModelFamily) else {}
+    return {"sampler": defaults.get("sampler"), "steps": defaults.get("steps"),
+            "guidance_scale": float(defaults.get("guidance_scale") or 1.0), "eta": float(defaults.get("eta") or 0.0)}
+
+
+def point_options(model: Any, point: GridPoint) -> dict[str, Any]:
+    """The sampling keywords of one grid point, restricted to what the model declares (e.g. eta)."""
+    declared = {option.name for option in declared_options(model)}
+    values = {"sampler": point.sampler, "steps": point.steps, "guidance_scale": point.guidance_scale, "eta": point.eta}
+    return {name: value for name, value in values.items() if name in declared}
 
 
 def check_model(model: Any, axes: SweepAxes) -> None:
-    """Refuse, in one line, a sweep the model cannot run: not a diffusion model, or guidance without classes."""
+    """Refuse, in one line, a sweep the model cannot run: it declares no sampler options, or a value breaks its rules."""
     name = type(model).__name__
-    if not getattr(model, "is_diffusion", False):
-        raise GenResearchError(f"the sampler sweep needs a diffusion model (ddpm); {name} has no diffusion samplers: "
-                               "leave out --samplers/--steps/--guidance-scales")
+    declared = {option.name for option in declared_options(model)}
+    if not can(model, Generates) or not {"sampler", "steps"} <= declared:
+        raise GenResearchError(f"the sampler sweep needs a model with declared sampler and steps options (ddpm); {name} has no "
+                               "diffusion samplers: leave out --samplers/--steps/--guidance-scales")
     defaults = model_defaults(model)
-    if axes.guidance_scales and class_count(model) is None and set(axes.guidance_scales) != {defaults["guidance_scale"]}:
+    if axes.guidance_scales and conditioning_classes(model) is None and set(axes.guidance_scales) != {defaults["guidance_scale"]}:
         raise GenResearchError(f"--guidance-scales: this {name} is unconditional, so classifier-free guidance does not apply; "
                                "leave --guidance-scales out or sweep a class-conditional checkpoint")
-    train_config = getattr(getattr(model, "noise_scheduler", None), "config", None)
-    if train_config is not None:  # e.g. pndm cannot step an x0-predicting model: fail now, not mid-sweep
-        from gen_research.sampling.diffusion import make_scheduler
-
-        for sampler in axes.samplers or ():
-            make_scheduler(sampler, train_config)
+    for sampler in axes.samplers or ():  # e.g. pndm cannot step an x0-predicting model: fail now, not mid-sweep
+        check_sampling_options(model, {"sampler": sampler})
 
 
 def expand_grid(axes: SweepAxes, defaults: dict[str, Any], eta: float | None = None) -> list[GridPoint]:
@@ -146,11 +137,8 @@ def expand_grid(axes: SweepAxes, defaults: dict[str, Any], eta: float | None = N
 
 
 def denoising_network(model: Any) -> Any:
-    """The module whose calls are the NFE: the UNet when the model has one (however ``forward`` reaches it)."""
-    from torch import nn
-
-    unet = getattr(model, "unet", None)
-    return unet if isinstance(unet, nn.Module) else model
+    """The module whose calls are the NFE (the family says which: the UNet for a diffusion model)."""
+    return model.sampling_network() if isinstance(model, ModelFamily) else model
 
 
 class ForwardCounter:
@@ -179,5 +167,5 @@ class ForwardCounter:
         self._handle.remove()
 
 
-__all__ = ["GridPoint", "SweepAxes", "ForwardCounter", "check_model", "class_count", "denoising_network", "expand_grid",
-           "model_defaults", "parse_axes", "parse_list"]
+__all__ = ["GridPoint", "SweepAxes", "ForwardCounter", "check_model", "denoising_network", "expand_grid",
+           "model_defaults", "parse_axes", "parse_list", "point_options"]

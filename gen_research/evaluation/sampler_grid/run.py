@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from gen_research.errors import GenResearchError
-from gen_research.evaluation.sampler_grid.grid import ForwardCounter, GridPoint, SweepAxes, check_model, class_count, denoising_network, expand_grid, model_defaults
+from gen_research.models.contract import conditioning_classes
+from gen_research.evaluation.sampler_grid.grid import (ForwardCounter, GridPoint, SweepAxes, check_model, denoising_network, expand_grid,
+                                                       model_defaults, point_options)
 
 GRID_IMAGES = 20  # samples shown per grid point: two rows of ten (classes 0..9 twice for a 10-class model)
 SWEEP_ONLY_OPTIONS = ("eta", "out")
@@ -78,7 +80,7 @@ def generate(model: Any, point: GridPoint, num_images: int, batch_size: int, see
     done = 0
     while done < num_images:
         count = min(batch_size, num_images - done)
-        keywords: dict[str, Any] = {"sampler": point.sampler, "steps": point.steps, "guidance_scale": point.guidance_scale, "eta": point.eta}
+        keywords: dict[str, Any] = point_options(model, point)
         labels = None
         if num_classes:
             labels = torch.arange(done, done + count, device=device) % num_classes
@@ -98,16 +100,14 @@ def generate(model: Any, point: GridPoint, num_images: int, batch_size: int, see
 
 
 def warm_up(model: Any, point: GridPoint, count: int, num_classes: int | None) -> None:
-    """One untimed single-step DDIM draw at the sweep's batch size, so one-time costs (lazy initialisation, cuDNN
-    autotuning, allocator growth) are not billed to the first grid point's ``sampling_seconds``."""
+    """One untimed single-step draw of the first grid point at the sweep's batch size, so one-time costs (lazy
+    initialisation, cuDNN autotuning, allocator growth) are not billed to the first point's ``sampling_seconds``."""
     import torch
 
     device = next(model.parameters()).device
     labels = torch.arange(count, device=device) % num_classes if num_classes else None
-    extra = {"labels": labels} if labels is not None else {}
     with torch.no_grad():
-        model.sample(count, generator=torch.Generator(device=device).manual_seed(0), sampler="ddim", steps=1,
-                     guidance_scale=point.guidance_scale, eta=0.0, **extra)
+        model.sample(count, labels=labels, generator=torch.Generator(device=device).manual_seed(0), **{**point_options(model, point), "steps": 1})
 
 
 def evaluate_point(model: Any, point: GridPoint, evaluator: Any, args: argparse.Namespace, num_images: int, num_classes: int | None,
@@ -129,20 +129,21 @@ def evaluate_point(model: Any, point: GridPoint, evaluator: Any, args: argparse.
 
 
 def run_sampler_sweep(args: argparse.Namespace, axes: SweepAxes, names: list[str], options: Any, cache: Any,
-                      bar: Callable[[str], Any], device: str) -> int:
-    """The sweep behind ``evaluate --samplers/--steps/--guidance-scales``; writes and prints the table and plots."""
+                      bar: Callable[[str], Any], device: str, loaded: tuple[Any, Any, dict[str, Any]]) -> int:
+    """The sweep behind ``evaluate --samplers/--steps/--guidance-scales`` of ``loaded`` = (model, data module, data
+    config) (gen_research.commands.loading); writes and prints the table and plots."""
     import torch
 
-    from gen_research.commands.evaluate import load_model_and_data
-    from gen_research.evaluation import sources
     from gen_research.evaluation.evaluator import Evaluator, batched, reference_outputs
-    from gen_research.registry import FEATURES
+    from gen_research.evaluation.feeder import Feeder
     from gen_research.evaluation.sampler_grid import report
+    from gen_research.evaluation.sources import image_batches
+    from gen_research.registry import FEATURES
 
-    model, datamodule, data_config = load_model_and_data(args.config, args.ckpt_path)
+    model, datamodule, data_config = loaded
     check_model(model, axes)
     grid = expand_grid(axes, model_defaults(model), args.eta)
-    num_classes = class_count(model)
+    num_classes = conditioning_classes(model)
     if args.with_labels and not num_classes:
         raise GenResearchError(f"class-conditional metrics need a model that samples given classes; {type(model).__name__} does not")
     model = model.to(device).eval()
@@ -158,18 +159,18 @@ def run_sampler_sweep(args: argparse.Namespace, axes: SweepAxes, names: list[str
     split_set = getattr(datamodule, f"{args.split}_set")
     num_real = min(args.num_images or len(split_set), len(split_set))
     num_fake = args.num_images or num_real
+    feeder = Feeder(model, split_set, num_real, num_fake, args.batch_size, args.seed, args.with_labels)
     out = output_folder(args)
     try:
         data_key = json.dumps(data_config, sort_keys=True)  # the same key as a plain evaluate: one shared cache entry
         references: dict[str, dict[str, torch.Tensor]] = {}
         if probe.needs_reals:
             key = {"dataset": data_key, "split": args.split, "num_images": num_real, "preprocessing": "datamodule"}
-            references["real"] = reference_outputs(probe, lambda: sources.image_batches(split_set, args.batch_size, num_real, args.with_labels),
-                                                   key, cache, progress=bar("features of real images"))
+            references["real"] = reference_outputs(probe, feeder.reference_batches, key, cache, progress=bar("features of real images"))
         if probe.needs_train:
             train_set = datamodule.train_set
             key = {"dataset": data_key, "split": "train", "num_images": len(train_set), "preprocessing": "datamodule"}
-            references["train"] = reference_outputs(probe, lambda: sources.image_batches(train_set, args.batch_size), key, cache,
+            references["train"] = reference_outputs(probe, lambda: image_batches(train_set, args.batch_size), key, cache,
                                                     progress=bar("features of training images"))
         from tqdm import tqdm
 
@@ -181,8 +182,8 @@ def run_sampler_sweep(args: argparse.Namespace, axes: SweepAxes, names: list[str
                 for chunk in batched(outputs, 1000):
                     evaluator.add_outputs(chunk, role)
             if evaluator.needs_raw_reals:  # cas tests its classifier on the real images themselves
-                for images, labels in sources.image_batches(split_set, args.batch_size, num_real, with_labels=True):
-                    evaluator.add_raw_images(images, "real", labels if args.with_labels else None)
+                for images, labels in feeder.raw_reals():
+                    evaluator.add_raw_images(images, "real", labels)
             row, grids[point.slug] = evaluate_point(model, point, evaluator, args, num_fake, num_classes, out, bar)
             rows.append(row)
     except GenResearchError:

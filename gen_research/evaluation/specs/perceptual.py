@@ -26,6 +26,7 @@ from torchmetrics.functional.image.perceptual_path_length import perceptual_path
 from torchmetrics.image import PerceptualPathLength
 
 from gen_research.errors import GenResearchError
+from gen_research.models.contract import LatentPrior, can
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor, as_rgb
 from gen_research.evaluation.specs._common import Spec, to_float
 from gen_research.registry import METRICS
@@ -251,12 +252,9 @@ class PPL(Spec):
 
     def update_generator(self, metric: Metric, model: Any, generator: torch.Generator | None = None) -> None:
         """PPL of ``model``; latents drawn with ``generator`` (None: a CPU generator seeded with options.seed)."""
-        if not (callable(getattr(model, "decode", None)) and isinstance(getattr(model, "latent_dim", None), int)):
-            raise GenResearchError(f"ppl needs a latent-variable model with latent_dim and decode(z); "
-                                   f"{type(model).__name__} has not both: drop ppl from --metrics for this model")
-        if getattr(model, "has_prior", True) is False:
-            raise GenResearchError(f"ppl samples z ~ N(0, I), but {type(model).__name__} has no prior over its "
-                                   "latents; drop ppl from --metrics for this model")
+        if not can(model, LatentPrior):  # the contract: latent_dim, latent_prior and decode(z) (gen_research/models/contract.py)
+            raise GenResearchError(f"ppl samples z ~ N(0, I) and decodes it: it needs a model with a latent prior (a vae); "
+                                   f"{type(model).__name__} has none: drop ppl from --metrics for this model")
         rng = generator if generator is not None else torch.Generator().manual_seed(getattr(metric, "seed", 0))
         was_training = model.training if isinstance(model, nn.Module) else False
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []

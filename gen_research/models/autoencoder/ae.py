@@ -14,8 +14,6 @@ from gen_research.registry import MODELS
 class Autoencoder(AutoencoderBase):
     """Deterministic encoder -> latent -> decoder trained with pixel MSE."""
 
-    has_prior = False
-
     def __init__(
         self,
         image_shape: tuple[int, int, int] = (1, 28, 28),

@@ -9,6 +9,7 @@ import torch
 from einops import rearrange
 from torchmetrics.classification import BinaryAUROC
 
+from gen_research.models.contract import ModelFamily
 from gen_research.nets import ConvDecoder, ConvEncoder
 from gen_research.models.common import SeededEvaluation, check_number, check_optimizer_settings, check_widths, configure_adamw
 
@@ -35,10 +36,13 @@ def holdout_auroc(scores: torch.Tensor, labels: torch.Tensor, holdout_class: int
     return metric.compute()
 
 
-class AutoencoderBase(SeededEvaluation, L.LightningModule):
-    """Base class: conv encoder/decoder, optimiser, deterministic validation RNG, holdout-class AUROC in test."""
+class AutoencoderBase(ModelFamily, SeededEvaluation, L.LightningModule):
+    """Base class: conv encoder/decoder, optimiser, deterministic validation RNG, holdout-class AUROC in test.
 
-    has_prior: ClassVar[bool] = False  # True where sample() can draw from a prior (VAE)
+    Contract (gen_research/models/contract.py): Reconstructs and Interpolates; the VAE also Generates (from its prior)
+    and is a LatentPrior. ae and dae cannot sample: they have no ``sample`` at all, so nothing mistakes them for generators.
+    """
+
     encoder_outputs_per_latent: ClassVar[int] = 1  # VAE: 2 (mean and log-variance)
 
     def __init__(
@@ -68,7 +72,7 @@ class AutoencoderBase(SeededEvaluation, L.LightningModule):
         self.decoder = ConvDecoder(latent_dim, c, (h, w), list(channels), norm)
         self.test_auroc = BinaryAUROC()
 
-    # ---- public API used by callbacks, samplers and the CLI -------------------------------------------
+    # ---- the contract: Reconstructs, Interpolates ------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic latent code [B, latent_dim] (the posterior mean for a VAE)."""
         return self.encoder(x)
@@ -89,14 +93,6 @@ class AutoencoderBase(SeededEvaluation, L.LightningModule):
         t = torch.linspace(0.0, 1.0, num_steps, device=z_a.device, dtype=z_a.dtype)[None, :, None]
         z = z_a[:, None] * (1 - t) + z_b[:, None] * t
         return self.decode(rearrange(z, "b s d -> (b s) d"))
-
-    def sample(
-        self, num_samples: int, generator: torch.Generator | None = None, temperature: float = 1.0
-    ) -> torch.Tensor:
-        raise NotImplementedError(
-            f"{type(self).__name__} has no prior to sample from (has_prior=False); "
-            "use a vae, or reconstruct/interpolate real images instead"
-        )
 
     # ---- per-model losses (subclasses) -------------------------------------------------------------
     def compute_losses(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

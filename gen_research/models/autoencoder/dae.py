@@ -15,8 +15,6 @@ from gen_research.registry import MODELS
 class DenoisingAutoencoder(AutoencoderBase):
     """Autoencoder trained to map corrupted images (gaussian noise or masked pixels) back to clean ones."""
 
-    has_prior = False
-
     def __init__(
         self,
         image_shape: tuple[int, int, int] = (1, 28, 28),

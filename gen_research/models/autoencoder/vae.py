@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from gen_research.errors import GenResearchError
 from gen_research.models.autoencoder.base import AutoencoderBase
 from gen_research.models.common import check_number, check_widths
+from gen_research.models.contract import SamplingOption
 from gen_research.registry import MODELS
 
 LOG_2PI = math.log(2 * math.pi)
@@ -39,7 +41,9 @@ class VAE(AutoencoderBase):
     normalised density.
     """
 
-    has_prior = True
+    SAMPLING_OPTIONS = (SamplingOption("temperature", float, "scale of the prior noise: z ~ N(0, T^2 I) (vae)", default=1.0, low=0.0),)
+    conditioning_classes = None  # contract: Generates, unconditionally
+    latent_prior = "standard_normal"  # contract: LatentPrior (decode(z) for z ~ N(0, I); ppl)
     encoder_outputs_per_latent = 2
     max_decode_batch = 2048  # images decoded at once in the IWAE estimate (bounds memory)
 
@@ -119,9 +123,11 @@ class VAE(AutoencoderBase):
         return out.clamp(-1.0, 1.0)
 
     def sample(
-        self, num_samples: int, generator: torch.Generator | None = None, temperature: float = 1.0
+        self, num_samples: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None, temperature: float = 1.0
     ) -> torch.Tensor:
-        """Decode z ~ N(0, temperature^2 I) drawn with ``generator``."""
+        """Decode z ~ N(0, temperature^2 I) drawn with ``generator`` (unconditional: ``labels`` must be None)."""
+        if labels is not None:
+            raise GenResearchError("vae samples without classes; do not pass labels")
         z = self._noise((num_samples, self.latent_dim), next(self.decoder.parameters()), generator)
         return self.decode(temperature * z)
 

@@ -18,6 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from gen_research.errors import GenResearchError
 from gen_research.models.common import check_optimizer_settings, check_widths, configure_adamw
+from gen_research.models.contract import ModelFamily
 from gen_research.nets import ConvEncoder
 from gen_research.registry import MODELS
 
@@ -34,7 +35,7 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
 
 
 @MODELS.register("classifier", "small conv classifier (cross-entropy); its penultimate features are the `classifier` feature extractor")
-class Classifier(L.LightningModule):
+class Classifier(ModelFamily, L.LightningModule):
     """Stride-2 conv trunk -> linear to ``feature_dim`` -> SiLU (the features) -> dropout -> linear to the logits.
 
     Args:
@@ -45,6 +46,8 @@ class Classifier(L.LightningModule):
             replicated); 0 turns it off. Digits must not be flipped, but small translations are label-preserving.
         feature_name: the name its features carry in metric keys (``fid/<feature_name>``).
     """
+
+    BATCH_FIELDS = ("image", "label")  # contract: it trains on labelled images and neither generates nor reconstructs
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from gen_research.errors import GenResearchError
 from gen_research.models.common import LossSteps, check_number, check_optimizer_settings, check_widths
 from gen_research.models.diffusion.pretrained import load_pipeline_weights
+from gen_research.models.diffusion.sampling_contract import DiffusionSamplingContract
 from gen_research.registry import MODELS
 from gen_research.sampling import diffusion as diffusion_sampling
 from gen_research.sampling.guidance import classifier_guidance
@@ -38,11 +39,11 @@ def unet_block_types(num_levels: int, attention_levels: list[int]) -> tuple[tupl
 
 
 @MODELS.register("ddpm", "denoising diffusion (diffusers UNet; eps/x0/v targets, min-SNR, CFG; ddim/dpm-solver++/euler/... samplers)")
-class DDPM(LossSteps, L.LightningModule):
-    """Denoising diffusion probabilistic model on a diffusers UNet2DModel."""
+class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
+    """Denoising diffusion probabilistic model on a diffusers UNet2DModel.
 
-    has_prior: ClassVar[bool] = True  # sample() draws new images (used by sample_grid and metrics)
-    is_diffusion: ClassVar[bool] = True  # what the diffusion samplers check for
+    Contract (gen_research/models/contract.py): Generates (class-conditional when trained so), ExportsDiffusers;
+    its sampling options, samplers and their rules are in sampling_contract.py."""
 
     def __init__(
         self,
@@ -100,7 +101,6 @@ class DDPM(LossSteps, L.LightningModule):
         diffusion_sampling.check_scheduler_name(sampler)
         down, up = unet_block_types(levels, list(attention_levels))
         self.null_label = num_classes if class_conditional else None  # last embedding row = "no label"
-        self.num_classes = num_classes if class_conditional else None  # what class-conditional metrics look for
         self.unet = UNet2DModel(
             sample_size=(h, w),
             in_channels=c,
@@ -177,8 +177,8 @@ class DDPM(LossSteps, L.LightningModule):
     def sample(
         self,
         num_samples: int,
-        generator: torch.Generator | None = None,
         labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
         sampler: str | None = None,
         steps: int | None = None,
         guidance_scale: float | None = None,

@@ -21,12 +21,15 @@ from gen_research.errors import GenResearchError
 from gen_research.models.diffusion.ddpm import BETA_SCHEDULES
 from gen_research.nets.conv import ConvEncoder
 from gen_research.models.common import LossSteps, check_optimizer_settings, check_widths
+from gen_research.models.contract import ModelFamily
 from gen_research.registry import MODELS
 
 
 @MODELS.register("noisy_classifier", "time-conditioned classifier of noised images x_t (for diffusion classifier guidance)")
-class NoisyClassifier(LossSteps, L.LightningModule):
+class NoisyClassifier(ModelFamily, LossSteps, L.LightningModule):
     """Classifier p(y | x_t, t) of DDPM-noised images, trained with cross-entropy at uniform timesteps."""
+
+    BATCH_FIELDS = ("image", "label")  # contract: a guidance network for diffusion sampling, not a generator
 
 
     def __init__(

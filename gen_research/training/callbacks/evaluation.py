@@ -11,7 +11,8 @@ from lightning.pytorch import Callback
 from gen_research.assets import resolve_asset
 from gen_research.evaluation.base import EvalOptions
 from gen_research.evaluation.evaluator import Evaluator, batched, reference_outputs, shard
-from gen_research.evaluation.sources import dataset_fingerprint, generated_batches, image_batches, reconstructed_batches
+from gen_research.evaluation.feeder import Feeder
+from gen_research.evaluation.sources import dataset_fingerprint, image_batches
 from gen_research.registry import CALLBACKS, FEATURES
 
 
@@ -29,9 +30,9 @@ class EvaluationCallback(Callback):
 
     It runs inside validation (on its first batch), when an EMA callback has swapped its weights in. Under
     DDP each process generates its share and torchmetrics gathers the states; reference outputs are cached.
-    The samples are the same set whatever the number of processes (see :meth:`_rank_samples`), so a metric
-    under DDP equals the single-process one. Models without a prior (ae, dae) are evaluated on their
-    reconstructions of the split.
+    What is generated is decided by :class:`~gen_research.evaluation.feeder.Feeder` (as for ``evaluate``): samples
+    of a generator (the same set whatever the number of processes, so a metric under DDP equals the
+    single-process one), translations of a translator, reconstructions of an autoencoder that cannot sample.
     """
 
     def __init__(
@@ -47,9 +48,9 @@ class EvaluationCallback(Callback):
         every_n_steps: int | None = None,
         batch_size: int = 250,
         seed: int = 0,
-        kid_subset_size: int = 1000,
-        kid_subsets: int = 100,
-        nearest_k: int = 5,
+        kid_subset_size: int = EvalOptions.kid_subset_size,  # the metric defaults live in one place (EvalOptions)
+        kid_subsets: int = EvalOptions.kid_subsets,
+        nearest_k: int = EvalOptions.nearest_k,
         use_cache: bool = True,
         cache_dir: str | None = None,
     ) -> None:
@@ -68,7 +69,7 @@ class EvaluationCallback(Callback):
         self.use_cache = use_cache
         self.cache_dir = cache_dir
         self._extractor = None
-        self._reals: dict[str, torch.Tensor] | None = None
+        self._reals: dict[str, dict[str, torch.Tensor]] | None = None  # role (real, train) -> reference outputs
         self._last_step = -1
         self.history: list[dict[str, float]] = []
 
@@ -84,7 +85,6 @@ class EvaluationCallback(Callback):
     def _check_setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from gen_research.errors import GenResearchError
         from gen_research.evaluation.set_sizes import check_set_sizes
-        from gen_research.evaluation.sources import samples_by_class
 
         for name in ("num_samples", "batch_size", "every_n_epochs"):
             if getattr(self, name) < 1:
@@ -98,16 +98,14 @@ class EvaluationCallback(Callback):
         reference_set = getattr(datamodule, f"{self.split}_set", None)
         if reference_set is None or not len(reference_set):
             raise GenResearchError(f"the evaluation callback's split {self.split!r} has no images in this data module; set split to train, val or test")
-        has_prior = getattr(pl_module, "has_prior", False)
-        if evaluator.needs_labels and has_prior and not samples_by_class(pl_module):
-            raise GenResearchError(f"class-conditional metrics ({self.metrics}) need a model that samples given classes; {type(pl_module).__name__} does not")
-        if (evaluator.needs_pairs or not has_prior) and not hasattr(pl_module, "reconstruct"):
-            raise GenResearchError(f"{type(pl_module).__name__} neither samples nor reconstructs images; the evaluation callback has nothing to evaluate")
-        if evaluator.needs_texts:
-            raise GenResearchError("clip_score needs a caption per image: evaluate folders with `evaluate --captions`, not during training")
-        num_reference = min(self.num_reference or len(reference_set), len(reference_set))
-        check_set_sizes(evaluator.requested, self.options, num_reference, self.num_samples if has_prior else num_reference,
+        feeder = self._feeder(pl_module, reference_set, evaluator.needs_labels)
+        feeder.check(evaluator)
+        check_set_sizes(evaluator.requested, self.options, feeder.num_reference, feeder.num_generated,
                         f"the {self.split} split (num_reference)", "num_samples")
+
+    def _feeder(self, pl_module: pl.LightningModule, reference_set: Any, with_labels: bool) -> Feeder:
+        num_reference = min(self.num_reference or len(reference_set), len(reference_set))
+        return Feeder(pl_module, reference_set, num_reference, self.num_samples, self.batch_size, self.seed, with_labels)
 
     def _load_extractor(self, datamodule: Any) -> None:
         if self._extractor is None:
@@ -135,74 +133,42 @@ class EvaluationCallback(Callback):
             # Every process computed the same gathered value: no further reduction.
             pl_module.log(key, value, on_step=False, on_epoch=True, sync_dist=False)
 
-    def _rank_samples(self, pl_module: pl.LightningModule, rank: int, world: int, with_labels: bool) -> Any:
-        """This process's samples of a set that does not depend on the number of processes.
-
-        The ``num_samples`` samples are cut into chunks of ``batch_size``; chunk k is drawn with its own generator
-        (seed ``seed + 7919 k``, classes from k * batch_size on) and process r draws chunks r, r + world, ...
-        Distinct ranks therefore never draw the same noise, and 1 or N processes generate the same images, for any
-        N up to the number of chunks. With more processes than chunks the chunks shrink so that every process
-        draws some (an idle process would leave torchmetrics an empty state to gather); the set then differs.
-        """
-        size = self.batch_size
-        if -(-self.num_samples // size) < world:
-            size = max(1, -(-self.num_samples // world))
-        num_chunks = -(-self.num_samples // size)
-        for chunk in range(rank, num_chunks, world):
-            first = chunk * size
-            count = min(size, self.num_samples - first)
-            yield from generated_batches(pl_module, count, size, seed=self.seed + 7919 * chunk,
-                                         with_labels=with_labels, first_label=first)
-
     @torch.no_grad()
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         self._load_extractor(trainer.datamodule)
         datamodule = trainer.datamodule
         self.options.num_classes = getattr(datamodule, "num_classes", None)
         evaluator = Evaluator(self._extractor, self.metrics, self.options, device=pl_module.device)
-        with_labels = evaluator.needs_labels
         reference_set = getattr(datamodule, f"{self.split}_set")
-        num_reference = min(self.num_reference or len(reference_set), len(reference_set))
+        feeder = self._feeder(pl_module, reference_set, evaluator.needs_labels)
         rank, world = trainer.global_rank, trainer.world_size
-        if evaluator.needs_reals:
-            if self._reals is None:
-                cache = None
-                if self.use_cache:
-                    from gen_research.evaluation.cache import ReferenceCache
+        if self._reals is None and (evaluator.needs_reals or evaluator.needs_train):
+            self._reals = self._reference_outputs(evaluator, datamodule, feeder)
+        for role, outputs in (self._reals or {}).items():
+            for chunk in batched(shard(outputs, rank, world), 1000):
+                evaluator.add_outputs(chunk, role)
+        feeder.feed(evaluator, rank, world)
+        return evaluator.compute()
 
-                    cache = ReferenceCache(self.cache_dir)
-                key = {"dataset": _data_key(datamodule), "split": self.split, "num_images": num_reference, "preprocessing": "datamodule"}
-                # Every reference image is fingerprinted (not the first batch): an edited image means new statistics.
-                fingerprint = dataset_fingerprint(reference_set, num_reference) if cache is not None else None
-                self._reals = reference_outputs(evaluator, lambda: image_batches(reference_set, self.batch_size, num_reference, with_labels), key, cache,
-                                                fingerprint=fingerprint)
-            for chunk in batched(shard(self._reals, rank, world), 1000):
-                evaluator.add_outputs(chunk, "real")
-        if getattr(pl_module, "has_prior", False):
-            fakes = self._rank_samples(pl_module, rank, world, with_labels)
-        else:
-            local = torch.utils.data.Subset(reference_set, range(rank, num_reference, world))
-            fakes = (recon for recon, _ in reconstructed_batches(pl_module, image_batches(local, self.batch_size)))
-        if evaluator.needs_raw_reals:  # cas tests on the real images themselves
-            local = torch.utils.data.Subset(reference_set, range(rank, num_reference, world))
-            for images, labels in image_batches(local, self.batch_size, with_labels=True):
-                evaluator.add_raw_images(images, "real", labels if with_labels else None)
-        if evaluator.needs_fakes:
-            for batch in fakes:
-                images, labels = batch if with_labels else (batch, None)
-                evaluator.add_images(images, "fake", labels)
+    def _reference_outputs(self, evaluator: Evaluator, datamodule: Any, feeder: Feeder) -> dict[str, dict[str, torch.Tensor]]:
+        """Extractor outputs of the reference split (and the training set for memorization metrics), cached on disk."""
+        cache = None
+        if self.use_cache:
+            from gen_research.evaluation.cache import ReferenceCache
+
+            cache = ReferenceCache(self.cache_dir)
+        references = {}
+        if evaluator.needs_reals:
+            key = {"dataset": _data_key(datamodule), "split": self.split, "num_images": feeder.num_reference, "preprocessing": "datamodule"}
+            # Every reference image is fingerprinted (not the first batch): an edited image means new statistics.
+            fingerprint = dataset_fingerprint(feeder.reference_set, feeder.num_reference) if cache is not None else None
+            references["real"] = reference_outputs(evaluator, feeder.reference_batches, key, cache, fingerprint=fingerprint)
         if evaluator.needs_train:
             train_set = datamodule.train_set
-            local_train = torch.utils.data.Subset(train_set, range(rank, len(train_set), world))
-            for images in image_batches(local_train, self.batch_size):
-                evaluator.add_images(images, "train")
-        if evaluator.needs_generator:
-            evaluator.add_generator(pl_module, self.seed)
-        if evaluator.needs_pairs and hasattr(pl_module, "reconstruct"):
-            local = torch.utils.data.Subset(reference_set, range(rank, num_reference, world))
-            for recon, original in reconstructed_batches(pl_module, image_batches(local, self.batch_size)):
-                evaluator.add_pairs(recon, original)
-        return evaluator.compute()
+            key = {"dataset": _data_key(datamodule), "split": "train", "num_images": len(train_set), "preprocessing": "datamodule"}
+            fingerprint = dataset_fingerprint(train_set, len(train_set)) if cache is not None else None
+            references["train"] = reference_outputs(evaluator, lambda: image_batches(train_set, self.batch_size), key, cache, fingerprint=fingerprint)
+        return references
 
 
 def _cuda_devices(module: pl.LightningModule) -> list[int]:

@@ -11,6 +11,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from gen_research.files.image_grid import save_grid
+from gen_research.models.contract import Generates, Interpolates, Reconstructs, Translates, can
 from gen_research.registry import CALLBACKS
 
 SAMPLES_DIR = "samples"
@@ -18,7 +19,9 @@ SAMPLES_DIR = "samples"
 
 @CALLBACKS.register("sample_grid", "PNG grids of samples, reconstructions and interpolations each epoch (run folder + loggers)")
 class SampleGridLogger(Callback):
-    """Every ``every_n_epochs`` validation epochs, draws grids with the weights used for validation (EMA if on).
+    """Every ``every_n_epochs`` validation epochs, draws grids with the weights used for validation (EMA if on):
+    samples of a model that Generates, translations (source row, translated row) of one that Translates, else
+    reconstructions of one that Reconstructs, and interpolations of one that Interpolates.
 
     Samples come from the same noise every epoch (a generator seeded with ``seed``) and reconstructions
     from the same validation images, so grids from different epochs can be compared. The grids are made
@@ -49,24 +52,30 @@ class SampleGridLogger(Callback):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0 and not trainer.is_last_batch:
             return
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        self.log_grids(trainer, pl_module, images)
+        fields = batch if isinstance(batch, dict) else {"image": batch[0] if isinstance(batch, (tuple, list)) else batch}
+        self.log_grids(trainer, pl_module, fields["image"], fields.get("source"))  # dict batches: gen_research/data/batch.py
 
     @rank_zero_only
     @torch.no_grad()
-    def log_grids(self, trainer: pl.Trainer, pl_module: pl.LightningModule, images: torch.Tensor) -> None:
+    def log_grids(self, trainer: pl.Trainer, pl_module: pl.LightningModule, images: torch.Tensor, sources: torch.Tensor | None = None) -> None:
+        """Grids of what the model can do (gen_research/models/contract.py): samples, translations of ``sources``
+        (or reconstructions of ``images``), interpolations between ``images``."""
         was_training = pl_module.training
         pl_module.eval()
         grids: dict[str, tuple[torch.Tensor, int | None]] = {}  # kind -> (images, images per row)
-        if getattr(pl_module, "has_prior", False) and self.num_samples > 0:
+        if can(pl_module, Generates) and self.num_samples > 0:  # unconditional, or the model's own choice of classes
             generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
             grids["samples"] = (pl_module.sample(self.num_samples, generator=generator), None)
-        if hasattr(pl_module, "reconstruct") and self.num_reconstructions > 0:
-            originals = images[: self.num_reconstructions]
-            row = min(8, len(originals))
+        originals = images[: self.num_reconstructions]
+        row = min(8, len(originals))
+        if can(pl_module, Translates) and sources is not None and self.num_reconstructions > 0:  # rows of sources, then translations
+            shown = sources[: self.num_reconstructions]
+            row = min(8, len(shown))
+            grids["translations"] = (_interleave_rows(shown, pl_module.translate(shown), row), row)
+        elif can(pl_module, Reconstructs) and self.num_reconstructions > 0:
             grids["reconstructions"] = (_interleave_rows(originals, pl_module.reconstruct(originals), row), row)
         pairs = min(self.interpolation_pairs, len(images) // 2)
-        if hasattr(pl_module, "interpolate") and pairs > 0 and self.interpolation_steps > 1:
+        if can(pl_module, Interpolates) and pairs > 0 and self.interpolation_steps > 1:
             path_images = pl_module.interpolate(images[:pairs], images[pairs : 2 * pairs], self.interpolation_steps)
             grids["interpolations"] = (path_images, self.interpolation_steps)
         epoch = trainer.current_epoch

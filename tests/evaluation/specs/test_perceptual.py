@@ -142,7 +142,7 @@ class Scaled(nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        self.inner, self.latent_dim = model, model.latent_dim
+        self.inner, self.latent_dim, self.latent_prior = model, model.latent_dim, model.latent_prior
 
     def decode(self, z):
         return 0.1 * self.inner.decode(z)
@@ -190,7 +190,7 @@ def test_ppl_samples_env_and_explicit_generator(monkeypatch):
 def test_ppl_rejects_model_without_decode():
     spec = perceptual.PPL(sim_net=PixelMSE(), num_samples=8)
     metric = spec.build(FakeExtractor(8), EvalOptions())
-    with pytest.raises(GenResearchError, match="latent_dim and decode"):
+    with pytest.raises(GenResearchError, match="needs a model with a latent prior"):
         spec.update_generator(metric, nn.Linear(4, 4), None)
 
 

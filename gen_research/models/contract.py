@@ -1,0 +1,314 @@
+"""The model contract: everything a command, callback or metric may ask a model, in one file.
+
+A family is a LightningModule that mixes in :class:`ModelFamily` and implements the capabilities it has. Each
+capability is a small Protocol; code outside ``gen_research/models/`` asks ``can(model, Generates)`` (or
+:func:`require`, which fails in one line) and then calls only what the Protocol lists. Nothing outside
+``models/`` probes a model's internals (its UNet, its noise scheduler, its hyperparameters).
+
+=====================  =====================================================  ==============================
+capability             what the model provides                                who asks
+=====================  =====================================================  ==============================
+:class:`Generates`     ``sample(n, labels=None, generator=None, **options)``  sample, evaluate, sample grids,
+                       -> images in [-1, 1]; ``conditioning_classes``         evaluation callback, sampler grid
+:class:`Reconstructs`  ``reconstruct(images)`` -> images                      evaluation (ssim/psnr/lpips), grids
+:class:`Interpolates`  ``interpolate(a, b, num_steps)``                       sample grids
+:class:`LatentPrior`   ``latent_dim`` and ``decode(z)`` for z ~ N(0, I)       ppl
+:class:`Translates`    ``translate(images, target=None)``; ``target_domains``  evaluate, sample grids
+:class:`ExportsDiffusers` ``diffusers_pipeline(sampler)``; ``export_samplers`` export
+=====================  =====================================================  ==============================
+
+and, on every family (class attributes of :class:`ModelFamily`, read without building a model):
+
+- ``SAMPLING_OPTIONS``: the options ``sample``/``translate`` take beyond the standard ones, each a
+  :class:`SamplingOption` (name, type, range, help, default). ``sample --help`` lists the options of every
+  registered family; a given option the loaded model does not declare is refused in one line.
+- ``SAMPLERS``: what the family's ``--sampler`` option accepts (name -> one line), shown by ``list samplers``.
+- ``BATCH_FIELDS``: the batch fields training needs (``image``, ``label``, ``caption``, ``source``/``target``,
+  ``domain``); a data module that does not provide them is refused before training (:func:`check_batch_fields`).
+- ``CHECKPOINT_MONITOR``: the (metric, mode) the default checkpoint callback ranks checkpoints by, or None.
+
+A family may also override :meth:`ModelFamily.check_sampling_options` (rules between options, e.g. "guidance
+needs a class-conditional model"), :meth:`ModelFamily.prepare_sampling` (turn options naming files into tensors:
+a mask, input images, a classifier), :meth:`ModelFamily.sampling_defaults` and :meth:`ModelFamily.sampling_network`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from gen_research.errors import GenResearchError
+
+#: The batch fields a data module may provide (a dict per batch, see gen_research/data/base.py).
+BATCH_FIELDS = ("image", "label", "caption", "source", "target", "domain")
+
+
+@dataclass(frozen=True)
+class SamplingOption:
+    """One option of a family's ``sample``/``translate``: the keyword ``name`` (the flag is ``--name-with-dashes``).
+
+    ``default`` None means "the model's own default" (often a hyperparameter it was trained with); ``low``/``high``
+    bound numbers (inclusive unless ``*_inclusive`` is False); ``choices`` lists the allowed strings.
+    """
+
+    name: str
+    type: type = float
+    help: str = ""
+    default: Any = None
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> Any:
+        """``value`` converted to the option's type and within its range, else a one-line error."""
+        try:
+            converted = self.type(value)
+            if self.type is int and converted != float(value):  # 2.5 is not silently 2
+                raise ValueError(value)
+        except (TypeError, ValueError):
+            raise GenResearchError(f"{self.flag} {value!r}: must be a{'n' if self.type is int else ''} {self.type.__name__}") from None
+        if self.choices is not None and converted not in self.choices:
+            close = difflib.get_close_matches(str(converted), list(self.choices), n=3, cutoff=0.4)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise GenResearchError(f"{self.flag} {value!r} is unknown; {hint}choose one of {', '.join(self.choices)}")
+        if self.type in (int, float):
+            ok = math.isfinite(converted)
+            if ok and self.low is not None:
+                ok = converted >= self.low if self.low_inclusive else converted > self.low
+            if ok and self.high is not None:
+                ok = converted <= self.high if self.high_inclusive else converted < self.high
+            if not ok:
+                lo = "(-inf" if self.low is None else ("[" if self.low_inclusive else "(") + f"{self.low:g}"
+                hi = "inf)" if self.high is None else f"{self.high:g}" + ("]" if self.high_inclusive else ")")
+                raise GenResearchError(f"{self.flag} {value}: must be a finite number in {lo}, {hi}")
+        return converted
+
+
+@dataclass
+class SamplingContext:
+    """What :meth:`ModelFamily.prepare_sampling` may use: how many images, where, the data, the requested class."""
+
+    num_images: int
+    device: torch.device | str = "cpu"
+    datamodule: Any = None
+    class_label: int | None = None
+
+
+@dataclass
+class SamplingPlan:
+    """Keywords for every ``sample`` call, per-image tensors (sliced along dim 0 per batch), and the inputs to show."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    per_image: dict[str, Tensor] = field(default_factory=dict)
+    shown_inputs: Tensor | None = None  # saved as input.png by the sample command (what the model was given)
+
+
+# ---- capabilities -------------------------------------------------------------------------------------
+@runtime_checkable
+class Generates(Protocol):
+    """Draws new images. ``conditioning_classes``: how many classes ``labels=`` may name (None: unconditional)."""
+
+    conditioning_classes: int | None
+
+    def sample(self, num_samples: int, labels: Tensor | None = None, generator: torch.Generator | None = None, **options: Any) -> Tensor: ...
+
+
+@runtime_checkable
+class Reconstructs(Protocol):
+    """Maps images to their reconstructions (autoencoders): the pairs of ssim/psnr/lpips and the fakes of a model that cannot sample."""
+
+    def reconstruct(self, images: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class Interpolates(Protocol):
+    """Paths between images: ``[len(a) * num_steps, C, H, W]``, row i runs a[i] -> b[i]."""
+
+    def interpolate(self, a: Tensor, b: Tensor, num_steps: int) -> Tensor: ...
+
+
+@runtime_checkable
+class LatentPrior(Protocol):
+    """A decoder of z ~ N(0, I) in ``latent_dim`` dimensions (perceptual path length). ``latent_prior`` names the
+    prior ("standard_normal"); an autoencoder's decoder has no prior, so it does not declare one."""
+
+    latent_dim: int
+    latent_prior: str
+
+    def decode(self, z: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class Translates(Protocol):
+    """Image-to-image: ``translate(source images, target domain ids or None)`` -> images in [-1, 1].
+
+    ``target_domains``: how many domains ``target`` may name (None: one fixed direction, e.g. Pix2Pix)."""
+
+    target_domains: int | None
+
+    def translate(self, images: Tensor, target: Tensor | None = None, **options: Any) -> Tensor: ...
+
+
+@runtime_checkable
+class ExportsDiffusers(Protocol):
+    """A diffusers pipeline of the model (``export``); ``export_samplers`` names the schedulers it can be written with."""
+
+    export_samplers: tuple[str, ...]
+
+    def diffusers_pipeline(self, sampler: str) -> Any: ...
+
+
+CAPABILITIES: dict[type, str] = {
+    Generates: "generate new images (sample)",
+    Reconstructs: "reconstruct images",
+    Interpolates: "interpolate between images",
+    LatentPrior: "decode latents drawn from N(0, I)",
+    Translates: "translate images (image-to-image)",
+    ExportsDiffusers: "be exported as a diffusers pipeline",
+}
+
+
+def can(model: Any, capability: type) -> bool:
+    """Whether ``model`` has ``capability`` (one of the Protocols above)."""
+    return isinstance(model, capability)
+
+
+def require(model: Any, capability: type, purpose: str) -> Any:
+    """``model`` if it has ``capability``, else a one-line error saying what ``purpose`` needed."""
+    if not can(model, capability):
+        raise GenResearchError(f"{purpose} needs a model that can {CAPABILITIES[capability]}; {type(model).__name__} cannot")
+    return model
+
+
+def conditioning_classes(model: Any) -> int | None:
+    """How many classes ``model.sample(labels=...)`` takes; None for unconditional models and non-generators."""
+    classes = getattr(model, "conditioning_classes", None) if can(model, Generates) else None
+    return int(classes) if classes else None
+
+
+# ---- what every family declares ----------------------------------------------------------------------
+class ModelFamily:
+    """Mixin of every family's LightningModule (list it before ``LightningModule``): the declarations and the
+    default behaviour of the contract. See the module docstring for what each attribute means."""
+
+    SAMPLING_OPTIONS: ClassVar[tuple[SamplingOption, ...]] = ()
+    SAMPLERS: ClassVar[dict[str, str]] = {}
+    BATCH_FIELDS: ClassVar[tuple[str, ...]] = ("image",)
+    CHECKPOINT_MONITOR: ClassVar[tuple[str, str] | None] = ("val/loss", "min")
+
+    def check_sampling_options(self, options: dict[str, Any], context: SamplingContext | None = None) -> None:
+        """Rules between options (each option alone is already checked); raise GenResearchError in one line.
+
+        The default checks the requested class (``--class``) against :attr:`Generates.conditioning_classes`."""
+        label = context.class_label if context is not None else None
+        if label is None:
+            return
+        classes = conditioning_classes(self)
+        if not classes:
+            raise GenResearchError(f"--class needs a class-conditional model; {type(self).__name__} samples without classes")
+        if not 0 <= label < classes:
+            raise GenResearchError(f"--class {label} is not a class of this model (0..{classes - 1})")
+
+    def prepare_sampling(self, options: dict[str, Any], context: SamplingContext) -> SamplingPlan:
+        """Turn checked options into the keywords of ``sample`` (e.g. load a file an option names)."""
+        return SamplingPlan(options=dict(options))
+
+    def sampling_defaults(self) -> dict[str, Any]:
+        """The value each declared option takes when not given (None where the option has no single default)."""
+        return {option.name: option.default for option in self.SAMPLING_OPTIONS}
+
+    def sampling_network(self) -> nn.Module:
+        """The module whose calls count as network function evaluations (NFE) while sampling."""
+        assert isinstance(self, nn.Module)
+        return self
+
+
+def declared_options(model_or_class: Any) -> tuple[SamplingOption, ...]:
+    return tuple(getattr(model_or_class, "SAMPLING_OPTIONS", ()))
+
+
+def check_sampling_options(model: Any, given: dict[str, Any], context: SamplingContext | None = None) -> dict[str, Any]:
+    """The given options (None = not given, dropped), each checked against the model's declaration, then the
+    family's own rules. An option the model does not declare is refused, naming the ones it does."""
+    declared = {option.name: option for option in declared_options(model)}
+    checked = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name not in declared:
+            takes = ", ".join(option.flag for option in declared.values()) or "no sampling options"
+            flag = "--" + name.replace("_", "-")
+            raise GenResearchError(f"{flag} does not apply to {type(model).__name__}; it takes: {takes}")
+        checked[name] = declared[name].check(value)
+    if isinstance(model, ModelFamily):
+        model.check_sampling_options(checked, context)
+    return checked
+
+
+def family_classes() -> list[tuple[str, type]]:
+    """(registered name, class) of every registered model family, in name order."""
+    from gen_research.registry import MODELS
+
+    return [(entry.name, entry.obj) for entry in MODELS]
+
+
+def options_of_all_families() -> list[tuple[SamplingOption, list[str]]]:
+    """Each option name once (the first declaration), with the families declaring it: for ``sample --help``."""
+    seen: dict[str, tuple[SamplingOption, list[str]]] = {}
+    for name, cls in family_classes():
+        for option in declared_options(cls):
+            seen.setdefault(option.name, (option, []))[1].append(name)
+    return list(seen.values())
+
+
+def check_batch_fields(model: Any, provided: Iterable[str], data_name: str) -> None:
+    """Refuse, in one line, data that lacks a batch field the model trains on."""
+    needed = tuple(getattr(model, "BATCH_FIELDS", ("image",)))
+    missing = [name for name in needed if name not in set(provided)]
+    if missing:
+        raise GenResearchError(
+            f"{type(model).__name__} trains on batch fields {', '.join(needed)}, but {data_name} provides {', '.join(sorted(provided))} "
+            f"(no {', '.join(missing)}); pick a data module that provides them (python -m gen_research list datamodules)"
+        )
+
+
+def sampler_table() -> list[tuple[str, str, str]]:
+    """(family, sampler name, description) for every family that declares ``SAMPLERS``: ``list samplers``."""
+    return [(name, sampler, text) for name, cls in family_classes() for sampler, text in getattr(cls, "SAMPLERS", {}).items()]
+
+
+__all__ = [
+    "BATCH_FIELDS",
+    "CAPABILITIES",
+    "ExportsDiffusers",
+    "Generates",
+    "Interpolates",
+    "LatentPrior",
+    "ModelFamily",
+    "Reconstructs",
+    "SamplingContext",
+    "SamplingOption",
+    "SamplingPlan",
+    "Translates",
+    "can",
+    "check_batch_fields",
+    "check_sampling_options",
+    "conditioning_classes",
+    "declared_options",
+    "family_classes",
+    "options_of_all_families",
+    "require",
+    "sampler_table",
+]
