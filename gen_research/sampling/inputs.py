@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from gen_research.data.batch import as_fields
 from gen_research.errors import GenResearchError
 
 BUILTIN_MASKS = ("center", "left", "right", "top", "bottom")
@@ -67,7 +68,7 @@ def input_images(source: str, count: int, datamodule: Any, image_shape: tuple[in
         dataset = sources.folder_dataset(sources.folder_images(source, "--input"), h, grayscale=c == 1)
     if len(dataset) < count:
         raise GenResearchError(f"--input {source} has {len(dataset)} images, fewer than --num-images {count}; lower --num-images")
-    images = torch.stack([dataset[i][0] for i in range(count)])
+    images = torch.stack([as_fields(dataset[i])["image"] for i in range(count)])  # dict or (image, label) items
     if tuple(images.shape[1:]) != tuple(image_shape):
         raise GenResearchError(f"--input {source} gives {tuple(images.shape[1:])} images; the model makes {tuple(image_shape)}")
     return images

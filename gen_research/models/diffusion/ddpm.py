@@ -101,6 +101,8 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         diffusion_sampling.check_scheduler_name(sampler)
         down, up = unet_block_types(levels, list(attention_levels))
         self.null_label = num_classes if class_conditional else None  # last embedding row = "no label"
+        if class_conditional:
+            self.BATCH_FIELDS = ("image", "label")  # the contract: this model trains on labels too
         self.unet = UNet2DModel(
             sample_size=(h, w),
             in_channels=c,

@@ -87,9 +87,14 @@ def _message(trainer: Trainer, where: str, detail: str) -> str:
     last = getattr(checkpoint, "last_model_path", "") if checkpoint is not None else ""
     if last:
         kept = f" The last finite checkpoint is kept unchanged: {last}."
+    module = trainer.lightning_module
+    if module is not None and not module.automatic_optimization:  # several networks: per-network settings (training/optimizers.py)
+        where_lr, where_clip = "model.init_args.optimizers.<network>.lr", "model.init_args.optimizers.<network>.gradient_clip_val"
+    else:
+        where_lr, where_clip = "model.init_args.lr", "trainer.gradient_clip_val"
     return (
-        f"training diverged at {where}: {detail}.{kept} Lower the learning rate (model.init_args.lr), add warm-up or "
-        "gradient clipping (trainer.gradient_clip_val), or check the data"
+        f"training diverged at {where}: {detail}.{kept} Lower the learning rate ({where_lr}), add warm-up or "
+        f"gradient clipping ({where_clip}), or check the data"
     )
 
 
