@@ -22,6 +22,10 @@ from gen_research.files.atomic import atomic_write_text
 from gen_research.errors import GenResearchError, OneLineArgumentParser
 
 
+# Declared sampling options evaluate does not take: the sweep's own axes, and inputs that evaluation has none of.
+EVALUATE_EXCLUDED_OPTIONS = ("sampler", "steps", "guidance_scale", "eta", "input", "mask", "strength", "classifier_ckpt", "classifier_scale")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gen_research.evaluation.base import EvalOptions
 
@@ -54,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--guidance-scales", dest="guidance_scales", help="comma-separated classifier-free guidance scales, e.g. 1,2,4 (default: the model's)")
     sweep.add_argument("--eta", type=float, help="DDIM eta at every grid point (default: the model's)")
     sweep.add_argument("--out", help="sweep output folder (new or empty); default runs/<experiment>/<timestamp>-sampler-sweep")
+    from gen_research.commands.sampling_options import add_family_options
+
+    # The family's declared sampling options (e.g. a vae's --temperature) shape the generated set; the sampler
+    # sweep's axes and diffusion's input options are not among them (the sweep sets the first, evaluation has no input).
+    parser.set_defaults(family_options=add_family_options(parser, exclude=EVALUATE_EXCLUDED_OPTIONS))
     run = parser.add_argument_group("running")
     run.add_argument("--batch-size", type=int, default=250)
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
@@ -80,6 +89,12 @@ def evaluate_command(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     check_numbers(args)
+    from gen_research.commands.sampling_options import check_given_values
+
+    check_given_values(args, args.family_options)
+    given = [f"--{name.replace('_', '-')}" for name in args.family_options if getattr(args, name) is not None]
+    if given and (args.real or args.fake):
+        raise GenResearchError(f"{', '.join(given)} shape(s) a checkpoint's samples; folders (--real/--fake) take no sampling options")
     from gen_research.assets import resolve_asset
 
     args.feature_weights = resolve_asset(args.feature_weights)  # package://NAME: a file shipped with gen_research
@@ -122,6 +137,8 @@ def evaluate_command(argv: list[str]) -> int:
         cache = ReferenceCache(args.cache_dir)
     bar = lambda what: (lambda iterable: tqdm(iterable, desc=what, unit="batch", leave=False))  # noqa: E731
     if axes is not None:
+        if given:
+            raise GenResearchError(f"{', '.join(given)} do(es) not apply to the sampler sweep; it varies the sampler, steps and guidance scale only")
         from gen_research.commands.loading import load_model_and_data
         from gen_research.evaluation.sampler_grid import run_sampler_sweep
 
@@ -233,12 +250,17 @@ def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: A
     from gen_research.evaluation.sources import image_batches
     from gen_research.evaluation.set_sizes import check_set_sizes
 
+    from gen_research.commands.sampling_options import sampling_plan
+    from gen_research.models.contract import SamplingContext
+
     model, datamodule, data_config = load_model_and_data(args.config, args.ckpt_path)
     model = model.to(device).eval()
     datamodule.setup("validate")
     split_set = getattr(datamodule, f"{args.split}_set")
     num_real = min(args.num_images or len(split_set), len(split_set))
-    feeder = Feeder(model, split_set, num_real, args.num_images or num_real, args.batch_size, args.seed, args.with_labels)
+    num_fake = args.num_images or num_real
+    plan = sampling_plan(model, args, args.family_options, SamplingContext(num_images=num_fake, device=device, datamodule=datamodule))
+    feeder = Feeder(model, split_set, num_real, num_fake, args.batch_size, args.seed, args.with_labels, sample_options=plan.options)
     evaluator = make_evaluator(tuple(datamodule.image_shape), datamodule.num_classes)
     feeder.check(evaluator)  # before any feature is computed
     check_set_sizes(args.metric_names, args.options, num_real, feeder.num_generated, f"the {args.split} split", "the generated set")
@@ -252,6 +274,8 @@ def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: A
         _feed_reference(evaluator, lambda: image_batches(train_set, args.batch_size), key, cache, bar, "train", train_set)
     feeder.feed(evaluator, progress=bar("features of generated images"))
     what = feeder.describe(args.split) if evaluator.needs_fakes else "pairs only"
+    if plan.options:
+        what += " with " + ", ".join(f"{name}={value}" for name, value in plan.options.items())
     return evaluator, {"checkpoint": args.ckpt_path, "reference": f"{args.split} split, {num_real} images", "generated": what}
 
 

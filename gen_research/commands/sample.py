@@ -19,10 +19,8 @@ from gen_research.errors import GenResearchError, OneLineArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gen_research.models.contract import options_of_all_families
-    from gen_research.registry import load_builtins
+    from gen_research.commands.sampling_options import add_family_options
 
-    load_builtins()  # every family's declared options appear below
     parser = OneLineArgumentParser(prog="python -m gen_research sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="experiment YAML the checkpoint was trained with")
     parser.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True)
@@ -32,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output folder (new or empty); default runs/<experiment>/<timestamp>-sample")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--class", dest="class_label", type=int, help="draw only this class (class-conditional models, or a family option such as classifier guidance)")
-    groups: dict[tuple[str, ...], Any] = {}
-    for option, families in options_of_all_families():
-        key = tuple(families)
-        if key not in groups:
-            groups[key] = parser.add_argument_group(f"options of {', '.join(families)}")
-        groups[key].add_argument(option.flag, dest=option.name, type=str if option.type is bool else option.type, help=option.help)
-    parser.set_defaults(family_options=[option.name for option, _ in options_of_all_families()])
+    parser.set_defaults(family_options=add_family_options(parser))  # every family's declared options
     return parser
 
 
@@ -61,11 +53,9 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise GenResearchError(f"{option} {value}: must be at least 1; pass a positive {option}")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise GenResearchError(f"--out {args.out} is a file; pass a new or empty folder")
-    from gen_research.models.contract import options_of_all_families
+    from gen_research.commands.sampling_options import check_given_values
 
-    for option, _ in options_of_all_families():  # each value alone, before the checkpoint is read
-        if getattr(args, option.name) is not None:
-            option.check(getattr(args, option.name))
+    check_given_values(args, args.family_options)  # each value alone, before the checkpoint is read
 
 
 def sample_command(argv: list[str]) -> int:
@@ -74,16 +64,15 @@ def sample_command(argv: list[str]) -> int:
     import torch
 
     from gen_research.commands.loading import load_model_and_data
-    from gen_research.models.contract import Generates, ModelFamily, SamplingContext, SamplingPlan, check_sampling_options, require
+    from gen_research.commands.sampling_options import sampling_plan
+    from gen_research.models.contract import Generates, SamplingContext, require
 
-    given = {name: getattr(args, name) for name in args.family_options}
     model, datamodule, _ = load_model_and_data(args.config, args.ckpt_path)
     require(model, Generates, "sample")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     context = SamplingContext(num_images=args.num_images, device=device, datamodule=datamodule, class_label=args.class_label)
-    options = check_sampling_options(model, given, context)  # the family's declarations and rules
     model = model.to(device).eval()
-    plan = model.prepare_sampling(options, context) if isinstance(model, ModelFamily) else SamplingPlan(options=options)
+    plan = sampling_plan(model, args, args.family_options, context)  # the family's declarations, rules and inputs
     from gen_research.training import run_folder
 
     existed, created_before = bool(args.out) and Path(args.out).is_dir(), len(run_folder.CREATED_RUN_DIRS)

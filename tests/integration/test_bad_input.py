@@ -303,6 +303,8 @@ def _with_evaluation(tmp_path, **init_args) -> str:
          "was trained on images of shape (1, 28, 28)"),
         ({"metrics": "intra_fid", "features": "pixels"}, "class-conditional metrics (intra_fid) need a model that samples given classes; VAE does not"),
         ({"metrics": "fid,precision", "num_samples": 4}, "precision needs more than nearest_k=5"),
+        ({"metrics": "fid", "sample_options": {"temperature": -1}}, "--temperature -1: must be a finite number in [0, inf)"),
+        ({"metrics": "fid", "sample_options": {"truncation": 0.5}}, "--truncation does not apply to VAE; it takes: --temperature"),
     ],
 )
 def test_evaluation_setup_problems_stop_before_training(home, capsys, tmp_path, init_args, expected):
@@ -314,3 +316,27 @@ def test_evaluation_setup_problems_stop_before_training(home, capsys, tmp_path, 
 def test_missing_weights_path_in_a_yaml_is_relative_to_that_yaml(home, capsys, tmp_path):
     line = refused(capsys, "fit", "--config", TINY, "--config", _with_evaluation(tmp_path, features="classifier", feature_weights="w/missing.ckpt"), *FAST)
     assert f"classifier checkpoint not found: {tmp_path / 'w' / 'missing.ckpt'}" in line
+
+
+def test_declared_sampling_options_shape_evaluate_and_are_checked(home, capsys, tmp_path):
+    """evaluate takes the family's declared options (a vae's --temperature): they change the generated set, are
+    echoed, and are refused where they do not apply (folders, the sampler sweep, another family)."""
+    import json
+
+    from gen_research.commands.main import main
+
+    def evaluate(*extra):
+        out = tmp_path / f"r{len(list(tmp_path.iterdir()))}.json"
+        assert main(["evaluate", "--config", TINY, "--ckpt_path", vae_ckpt(home), "--metrics", "fid", "--num-images", "40",
+                     "--no-cache", "--json", str(out), *extra]) == 0
+        return json.loads(out.read_text())["fid/pixels"], capsys.readouterr().out
+
+    default, _ = evaluate()
+    cold, printed = evaluate("--temperature", "0")
+    assert "with temperature=0.0" in printed and cold != default  # every sample is the decoded mean latent
+    assert evaluate("--temperature", "1")[0] == default  # 1 is the declared default
+    assert "folders (--real/--fake) take no sampling options" in refused(capsys, "evaluate", "--real", "a", "--fake", "b", "--temperature", "1")
+    assert "--temperature do(es) not apply to the sampler sweep" in refused(
+        capsys, "evaluate", "--config", DDPM, "--ckpt_path", ddpm_ckpt(home), "--steps", "2", "--temperature", "1")
+    assert "--temperature does not apply to DDPM; it takes: --sampler" in refused(
+        capsys, "evaluate", "--config", DDPM, "--ckpt_path", ddpm_ckpt(home), "--temperature", "1", "--num-images", "8")

@@ -163,7 +163,7 @@ def test_class_metrics_need_labels(digit_folders, workdir, capsys):
     assert run_in_process("fit", "--config", config, "--trainer.enable_progress_bar=false", "--trainer.logger=false", "--trainer.max_epochs=1") == 0
     ckpt = str(next((workdir / "runs" / "tiny_vae").glob("*/checkpoints/last.ckpt")))
     assert run_in_process("evaluate", "--config", config, "--ckpt_path", ckpt, "--metrics", "intra_fid") == 2
-    assert capsys.readouterr().err.strip().endswith("class-conditional metrics need a model that samples given classes; VAE does not")
+    assert capsys.readouterr().err.strip().endswith("class-conditional metrics (intra_fid) need a model that samples given classes; VAE does not")
 
 
 def test_ppl_of_a_checkpoint_and_not_of_folders(digit_folders, workdir, capsys, monkeypatch, tmp_path):

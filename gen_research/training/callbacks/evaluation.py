@@ -53,7 +53,10 @@ class EvaluationCallback(Callback):
         nearest_k: int = EvalOptions.nearest_k,
         use_cache: bool = True,
         cache_dir: str | None = None,
+        sample_options: dict[str, Any] | None = None,
     ) -> None:
+        """``sample_options``: the family's declared sampling options the samples are drawn with (e.g.
+        ``{truncation: 0.7}``), checked against the model's declaration before training."""
         self.metrics = metrics
         self.features = features
         self.feature_weights = resolve_asset(feature_weights)  # package://NAME: a file shipped in gen_research/assets
@@ -68,6 +71,7 @@ class EvaluationCallback(Callback):
         self.options = EvalOptions(kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, nearest_k=nearest_k, seed=seed)
         self.use_cache = use_cache
         self.cache_dir = cache_dir
+        self.sample_options = dict(sample_options or {})
         self._extractor = None
         self._reals: dict[str, dict[str, torch.Tensor]] | None = None  # role (real, train) -> reference outputs
         self._last_step = -1
@@ -98,6 +102,9 @@ class EvaluationCallback(Callback):
         reference_set = getattr(datamodule, f"{self.split}_set", None)
         if reference_set is None or not len(reference_set):
             raise GenResearchError(f"the evaluation callback's split {self.split!r} has no images in this data module; set split to train, val or test")
+        from gen_research.models.contract import check_sampling_options
+
+        self.sample_options = check_sampling_options(pl_module, self.sample_options)  # declared by the family, checked by it
         feeder = self._feeder(pl_module, reference_set, evaluator.needs_labels)
         feeder.check(evaluator)
         check_set_sizes(evaluator.requested, self.options, feeder.num_reference, feeder.num_generated,
@@ -105,7 +112,8 @@ class EvaluationCallback(Callback):
 
     def _feeder(self, pl_module: pl.LightningModule, reference_set: Any, with_labels: bool) -> Feeder:
         num_reference = min(self.num_reference or len(reference_set), len(reference_set))
-        return Feeder(pl_module, reference_set, num_reference, self.num_samples, self.batch_size, self.seed, with_labels)
+        return Feeder(pl_module, reference_set, num_reference, self.num_samples, self.batch_size, self.seed, with_labels,
+                      sample_options=self.sample_options)
 
     def _load_extractor(self, datamodule: Any) -> None:
         if self._extractor is None:

@@ -11,7 +11,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from gen_research.files.image_grid import save_grid
-from gen_research.models.contract import Generates, Interpolates, Reconstructs, Translates, can
+from gen_research.models.contract import Generates, Interpolates, Reconstructs, Translates, can, check_sampling_options
 from gen_research.registry import CALLBACKS
 
 SAMPLES_DIR = "samples"
@@ -36,14 +36,21 @@ class SampleGridLogger(Callback):
         interpolation_steps: int = 10,
         every_n_epochs: int = 1,
         seed: int = 1234,
+        sample_options: dict[str, Any] | None = None,
     ) -> None:
+        """``sample_options``: the family's declared sampling options the sample grid is drawn with (checked at setup)."""
         self.num_samples = num_samples
         self.num_reconstructions = num_reconstructions
         self.interpolation_pairs = interpolation_pairs
         self.interpolation_steps = interpolation_steps
         self.every_n_epochs = every_n_epochs
         self.seed = seed
+        self.sample_options = dict(sample_options or {})
         self.saved: list[Path] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.sample_options:  # a typo fails before training, in one line
+            self.sample_options = check_sampling_options(pl_module, self.sample_options)
 
     def on_validation_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -65,7 +72,7 @@ class SampleGridLogger(Callback):
         grids: dict[str, tuple[torch.Tensor, int | None]] = {}  # kind -> (images, images per row)
         if can(pl_module, Generates) and self.num_samples > 0:  # unconditional, or the model's own choice of classes
             generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-            grids["samples"] = (pl_module.sample(self.num_samples, generator=generator), None)
+            grids["samples"] = (pl_module.sample(self.num_samples, generator=generator, **self.sample_options), None)
         originals = images[: self.num_reconstructions]
         row = min(8, len(originals))
         if can(pl_module, Translates) and sources is not None and self.num_reconstructions > 0:  # rows of sources, then translations

@@ -1,0 +1,47 @@
+"""The command-line side of the families' declared sampling options (gen_research/models/contract.py), shared by
+``sample`` and ``evaluate``: one flag per declared option, grouped by the families declaring it, checked alone
+before anything is loaded and against the loaded model's own declaration afterwards."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_family_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Add every registered family's declared options (except ``exclude``) to ``parser``; returns their names."""
+    from gen_research.models.contract import options_of_all_families
+    from gen_research.registry import load_builtins
+
+    load_builtins()  # every family's declarations, third-party ones included
+    groups: dict[tuple[str, ...], Any] = {}
+    names = []
+    for option, families in options_of_all_families():
+        if option.name in exclude:
+            continue
+        key = tuple(families)
+        if key not in groups:
+            groups[key] = parser.add_argument_group(f"options of {', '.join(families)} (declared by the family)")
+        groups[key].add_argument(option.flag, dest=option.name, type=str if option.type is bool else option.type, help=option.help)
+        names.append(option.name)
+    return names
+
+
+def check_given_values(args: argparse.Namespace, names: list[str]) -> None:
+    """Each given value alone (type, range, choices), before a checkpoint is read."""
+    from gen_research.models.contract import options_of_all_families
+
+    for option, _ in options_of_all_families():
+        if option.name in names and getattr(args, option.name) is not None:
+            option.check(getattr(args, option.name))
+
+
+def sampling_plan(model: Any, args: argparse.Namespace, names: list[str], context: Any) -> Any:
+    """The given options checked against the loaded model's declaration and rules, then prepared by the family."""
+    from gen_research.models.contract import ModelFamily, SamplingPlan, check_sampling_options
+
+    options = check_sampling_options(model, {name: getattr(args, name) for name in names}, context)
+    return model.prepare_sampling(options, context) if isinstance(model, ModelFamily) else SamplingPlan(options=options)
+
+
+__all__ = ["add_family_options", "check_given_values", "sampling_plan"]
