@@ -53,3 +53,37 @@ def test_resolve_class_path_short_names_and_full_paths():
     assert resolve_class_path("some.module.Class") == "some.module.Class"
     with pytest.raises(GenResearchError, match="did you mean vae"):
         resolve_class_path("vaee", (MODELS,))
+
+
+def test_third_party_families_register_through_an_entry_point(monkeypatch, tmp_path):
+    """An installed package declaring a `gen_research.families` entry point is imported by load_builtins, so its
+    decorators register its family: no list to edit."""
+    import importlib.metadata
+    import sys
+
+    from gen_research import registry
+
+    (tmp_path / "thirdparty_family_t.py").write_text(
+        "import lightning.pytorch as L\nfrom gen_research.registry import MODELS\n\n"
+        "@MODELS.register('thirdparty_t', 'a third-party family')\nclass ThirdParty(L.LightningModule):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    point = importlib.metadata.EntryPoint(name="thirdparty", value="thirdparty_family_t", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None, **kw: [point] if group == registry.ENTRY_POINT_GROUP else [])
+    try:
+        registry.load_builtins()
+        assert "thirdparty_family_t" in sys.modules and MODELS.get("thirdparty_t").__name__ == "ThirdParty"
+    finally:
+        MODELS._entries.pop("thirdparty_t", None)
+        registry._imported_user_modules.discard("thirdparty_family_t")
+        sys.modules.pop("thirdparty_family_t", None)
+
+
+def test_every_family_folder_is_discovered():
+    from pathlib import Path
+
+    import gen_research.models
+
+    load_builtins()
+    folders = {p.name for p in Path(gen_research.models.__file__).parent.iterdir() if (p / "__init__.py").exists()}
+    modules = {entry.obj.__module__.split(".")[2] for entry in MODELS if entry.obj.__module__.startswith("gen_research.models.")}
+    assert folders == modules == {"autoencoder", "classifier", "diffusion"}  # nothing lists them: models/__init__.py is empty
