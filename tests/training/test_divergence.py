@@ -40,3 +40,15 @@ def test_fp16_loss_scaling_may_skip_an_inf_gradient_step_but_not_a_nan_loss():
     step(1.0, float("inf"), scaler=scaler)
     with pytest.raises(TrainingDiverged):
         step(float("inf"), 0.5, scaler=scaler)
+
+
+def test_the_hint_names_per_network_settings_under_manual_optimization():
+    from types import SimpleNamespace
+
+    from gen_research.training.callbacks.divergence import _message
+
+    def message(automatic):
+        return _message(SimpleNamespace(checkpoint_callback=None, lightning_module=SimpleNamespace(automatic_optimization=automatic)), "step 3", "loss nan")
+
+    assert "(model.init_args.lr)" in message(True) and "(trainer.gradient_clip_val)" in message(True)
+    assert "model.init_args.optimizers.<network>.lr" in message(False) and "optimizers.<network>.gradient_clip_val" in message(False)

@@ -87,7 +87,7 @@ def _message(trainer: Trainer, where: str, detail: str) -> str:
     last = getattr(checkpoint, "last_model_path", "") if checkpoint is not None else ""
     if last:
         kept = f" The last finite checkpoint is kept unchanged: {last}."
-    module = trainer.lightning_module
+    module = getattr(trainer, "lightning_module", None)  # tests pass a stand-in trainer
     if module is not None and not module.automatic_optimization:  # several networks: per-network settings (training/optimizers.py)
         where_lr, where_clip = "model.init_args.optimizers.<network>.lr", "model.init_args.optimizers.<network>.gradient_clip_val"
     else:
