@@ -87,6 +87,9 @@ def check_numbers(args: argparse.Namespace) -> None:
 def evaluate_command(argv: list[str]) -> int:
     from gen_research.evaluation.sampler_grid import check_arguments, parse_axes
 
+    from gen_research.commands.sampling_options import register_experiment_families
+
+    register_experiment_families(argv)  # a family registered by the experiment's imports: brings its options
     args = build_parser().parse_args(argv)
     check_numbers(args)
     from gen_research.commands.sampling_options import check_given_values

@@ -59,6 +59,9 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def sample_command(argv: list[str]) -> int:
+    from gen_research.commands.sampling_options import register_experiment_families
+
+    register_experiment_families(argv)  # a family registered by the experiment's imports: brings its options
     args = build_parser().parse_args(argv)
     check_arguments(args)
     import torch

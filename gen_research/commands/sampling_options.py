@@ -8,6 +8,25 @@ import argparse
 from typing import Any
 
 
+def register_experiment_families(argv: list[str]) -> None:
+    """Import the modules the ``--config`` experiment lists in ``imports:`` before the parser is built, so a family
+    registered there (a third-party or test family) has its options on the command line. A config that cannot be
+    read is left for the command to report once parsing is done."""
+    from pathlib import Path
+
+    from gen_research.config.files import load_experiment
+    from gen_research.errors import GenResearchError
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.config and Path(known.config).is_file():
+        try:
+            load_experiment(Path(known.config))
+        except GenResearchError:
+            pass
+
+
 def add_family_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> list[str]:
     """Add every registered family's declared options (except ``exclude``) to ``parser``; returns their names."""
     from gen_research.models.contract import options_of_all_families
@@ -44,4 +63,4 @@ def sampling_plan(model: Any, args: argparse.Namespace, names: list[str], contex
     return model.prepare_sampling(options, context) if isinstance(model, ModelFamily) else SamplingPlan(options=options)
 
 
-__all__ = ["add_family_options", "check_given_values", "sampling_plan"]
+__all__ = ["add_family_options", "check_given_values", "register_experiment_families", "sampling_plan"]

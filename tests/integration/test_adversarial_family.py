@@ -137,3 +137,15 @@ def test_evaluation_and_sample_grid_callbacks_during_fit(workdir):
     assert sorted(p.name for p in (run / "samples").glob("*samples*.png"))  # one grid per validation
     state = next(v for k, v in last_checkpoint(workdir, "grid")["callbacks"].items() if k.startswith("ModelCheckpoint"))
     assert state["monitor"] == "fid/pixels" and float(state["best_model_score"]) > 0
+
+
+def test_a_family_registered_by_imports_brings_its_options_to_a_fresh_process(tmp_path):
+    """In a new process only the experiment's `imports:` registers the GAN: its --truncation must still be a known
+    option of sample and evaluate (the failure is then about the missing checkpoint, not an unknown argument)."""
+    from .helpers import REPO, run_subprocess
+
+    missing = str(tmp_path / "none.ckpt")
+    for command in ("sample", "evaluate"):
+        result = run_subprocess(command, *GAN, f"--ckpt_path={missing}", "--truncation=0.5", cwd=REPO)
+        assert result.returncode == 2 and "unrecognized arguments" not in result.stderr
+        assert "none.ckpt" in result.stderr, result.stderr
