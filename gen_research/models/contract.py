@@ -74,10 +74,14 @@ class SamplingOption:
     def check(self, value: Any) -> Any:
         """``value`` converted to the option's type and within its range, else a one-line error."""
         try:
-            converted = self.type(value)
+            if self.type is bool:  # bool("false") is True: read the words
+                words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+                converted = value if isinstance(value, bool) else words[str(value).strip().lower()]
+            else:
+                converted = self.type(value)
             if self.type is int and converted != float(value):  # 2.5 is not silently 2
                 raise ValueError(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, KeyError):
             raise GenResearchError(f"{self.flag} {value!r}: must be a{'n' if self.type is int else ''} {self.type.__name__}") from None
         if self.choices is not None and converted not in self.choices:
             close = difflib.get_close_matches(str(converted), list(self.choices), n=3, cutoff=0.4)
