@@ -7,7 +7,6 @@ All yield batches of float images in [-1, 1]. Models are used through their publ
 from __future__ import annotations
 
 import hashlib
-import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

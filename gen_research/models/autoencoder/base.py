@@ -11,7 +11,7 @@ from torchmetrics.classification import BinaryAUROC
 
 from gen_research.models.contract import ModelFamily
 from gen_research.nets import ConvDecoder, ConvEncoder
-from gen_research.models.common import SeededEvaluation, check_number, check_optimizer_settings, check_widths, configure_adamw
+from gen_research.models.common import SeededEvaluation, check_optimizer_settings, check_widths, configure_adamw
 
 
 def per_image_mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
