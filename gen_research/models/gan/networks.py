@@ -30,17 +30,31 @@ CONDITIONINGS = ("concat", "projection")
 LEAKY_SLOPE = 0.2
 
 
-def dcgan_num_stages(image_shape: tuple[int, int, int]) -> int:
-    """Number of stride-2 stages between 4x4 and the image side; raises unless the side is a square power of 2 >= 8."""
+#: Sides the first transposed conv may project z to (and D's head convolves from): 4 as in the DCGAN paper, and
+#: 7 so that 28x28 digits (7 -> 14 -> 28, as in PyTorch's MNIST DCGANs) need no resize and stay comparable with
+#: 28x28 evaluation features (the shipped classifier).
+START_SIDES = (4, 7)
+
+
+def dcgan_layout(image_shape: tuple[int, int, int]) -> tuple[int, int]:
+    """(start side, number of stride-2 stages): the side must be square, start * 2**stages with start in START_SIDES
+    and at least one stage (8, 16, 32, 64, ... or 14, 28, 56, ...); otherwise a one-line error saying what to resize to."""
     _check_image_shape(image_shape)
     _, h, w = image_shape
-    if h != w or h < 8 or h & (h - 1):
-        side = 2 ** max(3, math.ceil(math.log2(max(h, w))))
-        raise GenResearchError(
-            f"DCGAN needs square images whose side is a power of two >= 8, got {h}x{w}: set data.init_args.resize "
-            f"(or data.init_args.center_crop) to {side}"
-        )
-    return int(math.log2(h)) - 2
+    for start in START_SIDES:
+        stages = round(math.log2(h / start)) if h >= 2 * start else 0
+        if h == w and stages >= 1 and start * 2**stages == h:
+            return start, stages
+    side = 2 ** max(3, math.ceil(math.log2(max(h, w))))
+    raise GenResearchError(
+        f"DCGAN needs square images with side 4 * 2**k or 7 * 2**k (8, 16, 32, ... or 14, 28, 56, ...), got {h}x{w}: "
+        f"set data.init_args.resize (or data.init_args.center_crop) to {side}"
+    )
+
+
+def dcgan_num_stages(image_shape: tuple[int, int, int]) -> int:
+    """Number of stride-2 stages between the start side and the image side (see :func:`dcgan_layout`)."""
+    return dcgan_layout(image_shape)[1]
 
 
 def _check_image_shape(image_shape: Sequence[int]) -> None:
@@ -198,11 +212,11 @@ class MLPDiscriminator(nn.Module):
 class _GeneratorBlock(nn.Module):
     """Transposed conv (no bias: BatchNorm follows), BatchNorm or class-conditional BatchNorm, ReLU."""
 
-    def __init__(self, c_in: int, c_out: int, first: bool, num_classes: int) -> None:
+    def __init__(self, c_in: int, c_out: int, first: bool, num_classes: int, start: int = 4) -> None:
         super().__init__()
-        # The first block projects 1x1 -> 4x4 (k4 s1 p0); the others double the side (k4 s2 p1).
-        stride, padding = (1, 0) if first else (2, 1)
-        self.conv = nn.ConvTranspose2d(c_in, c_out, 4, stride, padding, bias=False)
+        # The first block projects 1x1 -> start x start (k=start s1 p0: 4x4 in the paper); the others double the side (k4 s2 p1).
+        kernel, stride, padding = (start, 1, 0) if first else (4, 2, 1)
+        self.conv = nn.ConvTranspose2d(c_in, c_out, kernel, stride, padding, bias=False)
         self.norm: nn.Module = ConditionalBatchNorm2d(c_out, num_classes) if num_classes else nn.BatchNorm2d(c_out)
         self.act = nn.ReLU()
 
@@ -213,7 +227,7 @@ class _GeneratorBlock(nn.Module):
 
 
 class DCGANGenerator(nn.Module):
-    """z -> 4x4 by a transposed conv -> stride-2 transposed convs doubling the side -> tanh image (DCGAN rules).
+    """z -> 4x4 (7x7 for 28-pixel sides) by a transposed conv -> stride-2 transposed convs doubling the side -> tanh image (DCGAN rules).
 
     Channels are ``base_channels * 2**k``, halving each stage down to ``base_channels`` at the last hidden layer.
     BatchNorm + ReLU everywhere except the output (transposed conv then tanh).
@@ -229,7 +243,7 @@ class DCGANGenerator(nn.Module):
     ) -> None:
         super().__init__()
         _check_conditioning(conditioning)
-        stages = dcgan_num_stages(image_shape)
+        start, stages = dcgan_layout(image_shape)
         self.latent_dim = latent_dim
         self.image_shape = tuple(int(s) for s in image_shape)
         self.num_classes = num_classes
@@ -239,7 +253,7 @@ class DCGANGenerator(nn.Module):
         widths = [base_channels * 2**k for k in reversed(range(stages))]
         ins = [latent_dim + (num_classes if concat else 0)] + widths[:-1]
         self.blocks = nn.ModuleList(
-            _GeneratorBlock(c_in, c_out, first=i == 0, num_classes=norm_classes)
+            _GeneratorBlock(c_in, c_out, first=i == 0, num_classes=norm_classes, start=start)
             for i, (c_in, c_out) in enumerate(zip(ins, widths))
         )
         self.output = nn.ConvTranspose2d(widths[-1], self.image_shape[0], 4, 2, 1, bias=False)
@@ -258,7 +272,7 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """Stride-2 convs halving the side down to 4x4 with LeakyReLU(0.2) -> logit [B] (DCGAN rules).
+    """Stride-2 convs halving the side down to 4x4 (7x7) with LeakyReLU(0.2) -> logit [B] (DCGAN rules).
 
     BatchNorm on every conv but the input one; none at all under spectral norm (SN-GAN practice, where the convs get
     biases instead). The head is a 4x4 conv, or with projection conditioning logit = psi(h) + <embed(y), h> on the
@@ -275,7 +289,7 @@ class DCGANDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         _check_conditioning(conditioning)
-        stages = dcgan_num_stages(image_shape)
+        start, stages = dcgan_layout(image_shape)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.num_classes = num_classes
         self.conditioning = conditioning
@@ -296,7 +310,7 @@ class DCGANDiscriminator(nn.Module):
             self.psi = nn.Linear(prev, 1)
             self.embed = nn.Embedding(num_classes, prev)
         else:
-            self.head = nn.Conv2d(prev, 1, 4, 1, 0, bias=spectral_norm)
+            self.head = nn.Conv2d(prev, 1, start, 1, 0, bias=spectral_norm)  # start x start -> 1x1
         init_dcgan_weights(self)
         if spectral_norm:
             apply_spectral_norm(self)

@@ -12,6 +12,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from gen_research.errors import GenResearchError
 from gen_research.files.atomic import atomic_open
 
 
@@ -52,6 +53,18 @@ class RunCheckpoint(ModelCheckpoint):
         # (ModelCheckpoint) so that runs checkpointed before the rename resume with their bookkeeping and
         # ``--ckpt_path best`` (run_folder.find_best_checkpoint) finds their best checkpoint.
         return f"ModelCheckpoint{kwargs!r}"
+
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        # A metric the evaluation callback computes only every n epochs/steps (FID) is missing from the validations in
+        # between; Lightning would raise there. Rank checkpoints when it is measured; a monitor nobody produces still fails.
+        if self.monitor is not None and self.monitor not in monitor_candidates and self.save_top_k:
+            if any(getattr(callback, "produces", lambda key: False)(self.monitor) for callback in trainer.callbacks):
+                return
+            if trainer.fit_loop.epoch_loop.val_loop._has_run:  # where Lightning raises, with a traceback
+                logged = ", ".join(sorted(k for k in monitor_candidates if "/" in k)) or "none"
+                raise GenResearchError(f"checkpoint.monitor={self.monitor!r} is never logged (logged: {logged}); set checkpoint.monitor "
+                                       "to one of them, or to null to keep last and periodic checkpoints only")
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

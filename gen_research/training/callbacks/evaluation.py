@@ -120,6 +120,16 @@ class EvaluationCallback(Callback):
             self._extractor = FEATURES.get(self.features)(weights=self.feature_weights, resize=self.feature_resize,
                                                           image_shape=tuple(datamodule.image_shape))
 
+    def produces(self, key: str) -> bool:
+        """Whether ``key`` (e.g. ``fid/classifier-mnist5k``) is one of the numbers this callback logs when it is due:
+        the checkpoint callback then waits for it instead of failing at the validations in between."""
+        from gen_research.evaluation.evaluator import parse_metric_names
+
+        metric, _, extractor = key.partition("/")
+        names = parse_metric_names(self.metrics)
+        same_extractor = self._extractor is not None and extractor == self._extractor.name  # a misspelt extractor still fails
+        return same_extractor and any(metric.removesuffix("_std").startswith(name) for name in names)
+
     def _due(self, trainer: pl.Trainer) -> bool:
         if self.every_n_steps:
             return trainer.global_step - max(self._last_step, 0) >= self.every_n_steps or self._last_step < 0

@@ -40,7 +40,7 @@ def _labels(batch: int) -> torch.Tensor:
     return torch.arange(batch) % CLASSES
 
 
-@pytest.mark.parametrize("side", [8, 16, 32])
+@pytest.mark.parametrize("side", [8, 16, 28, 32])
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("num_classes,conditioning", CONDITIONS)
 def test_dcgan_shapes_and_ranges(side: int, channels: int, num_classes: int, conditioning: str) -> None:
@@ -57,7 +57,7 @@ def test_dcgan_shapes_and_ranges(side: int, channels: int, num_classes: int, con
     assert logits.shape == (6,) and torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("side", [8, 16, 32])
+@pytest.mark.parametrize("side", [8, 16, 28, 32])
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("num_classes", [0, CLASSES])
 def test_mlp_shapes_and_ranges(side: int, channels: int, num_classes: int) -> None:
@@ -156,7 +156,7 @@ def test_init_keeps_conditional_bn_at_identity_and_zeroes_biases() -> None:
     assert biases and all(b is not None and (b == 0).all() for b in biases)
 
 
-@pytest.mark.parametrize("side,expect", [(28, "32"), (12, "16"), (4, "8")])
+@pytest.mark.parametrize("side,expect", [(12, "16"), (4, "8"), (20, "32"), (7, "8")])
 def test_bad_size_is_a_one_line_error(side: int, expect: str) -> None:
     for build in (lambda: DCGANGenerator(LATENT, (1, side, side)), lambda: DCGANDiscriminator((1, side, side))):
         with pytest.raises(GenResearchError) as info:

@@ -1,0 +1,182 @@
+"""The GAN family's LightningModule: one generator and one discriminator, each with its own optimizer, trained
+through the shared multi-network support (gen_research/training/multi_network.py: one batch = one training step).
+
+``GANBase`` holds what every GAN shares: the losses and regularizers (losses.py, regularizers.py), ``n_critic``
+discriminator steps per generator step, lazy R1, the truncation option, sampling and validation. ``gan``,
+``dcgan`` and ``cgan`` differ only in the networks they build (networks.py).
+
+Defaults follow the references: Adam(2e-4, betas 0.5/0.999) for both networks as in DCGAN (Radford et al. 2016),
+the non-saturating loss (Goodfellow et al. 2014), one D step per G step. WGAN-GP (Gulrajani et al. 2017) is
+``loss: wasserstein, gradient_penalty: 10, n_critic: 5`` (and betas 0/0.9 in its experiment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Literal
+
+import lightning.pytorch as L
+import torch
+from torch import Tensor, nn
+
+from gen_research.errors import GenResearchError
+from gen_research.models.common import SeededEvaluation, check_number
+from gen_research.models.contract import ModelFamily, SamplingOption
+from gen_research.models.gan.losses import check_loss, discriminator_loss, generator_loss
+from gen_research.models.gan.regularizers import gradient_penalty, lazy_regularization, r1_penalty
+from gen_research.training.multi_network import MultiNetworkTraining
+from gen_research.training.optimizers import optimizer_specs
+
+#: Both networks: Adam(2e-4, betas 0.5/0.999), the DCGAN paper's setting, used by most GAN references since.
+DEFAULT_OPTIMIZER = {"lr": 2e-4, "betas": [0.5, 0.999]}
+
+
+class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningModule):
+    """Shared GAN training: per batch one discriminator step, and a generator step every ``n_critic``-th batch.
+
+    Contract: Generates (class-conditional with ``class_conditional``), option ``truncation_psi`` (z scaled towards
+    the mean latent 0: 1 = off, the fair setting for metrics), no checkpoint monitor (a GAN's losses do not rank
+    checkpoints; add the evaluation callback and ``checkpoint.monitor: fid/...`` for that).
+    """
+
+    NETWORKS: ClassVar[tuple[str, ...]] = ("discriminator", "generator")
+    SAMPLING_OPTIONS = (SamplingOption("truncation_psi", float, "truncation: scale z towards its mean (1 = off; metrics use 1)",
+                                       default=1.0, low=0.0, high=1.0),)
+    CHECKPOINT_MONITOR = None
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int | None,
+        latent_dim: int,
+        loss: str,
+        n_critic: int,
+        gradient_penalty: float,
+        r1_gamma: float,
+        r1_interval: int,
+        class_conditional: bool,
+        optimizers: dict[str, dict[str, Any]] | None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__.lower()
+        check_loss(loss)
+        check_number(name, "n_critic", n_critic, low=1, hint="1 (one D step per G step) or e.g. 5 (WGAN-GP)")
+        check_number(name, "gradient_penalty", gradient_penalty, low=0.0, hint="0 (off) or 10 (WGAN-GP)")
+        check_number(name, "r1_gamma", r1_gamma, low=0.0, hint="0 (off) or e.g. 10")
+        check_number(name, "r1_interval", r1_interval, low=1, hint="1 (every step) or 16 (lazy, as StyleGAN2)")
+        if not (isinstance(latent_dim, int) and latent_dim >= 1):
+            raise GenResearchError(f"{name}: model.init_args.latent_dim={latent_dim!r} must be a positive integer")
+        if class_conditional and not num_classes:
+            raise GenResearchError(f"{name}: class_conditional needs num_classes (a labelled data module) or set class_conditional: false")
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        self.loss_kind = loss
+        self.n_critic = n_critic
+        self.gp_weight = gradient_penalty
+        self.r1_gamma = r1_gamma
+        self.r1_interval = r1_interval
+        self.class_conditional = class_conditional
+        self.num_classes = num_classes if class_conditional else None
+        if class_conditional:
+            self.BATCH_FIELDS = ("image", "label")  # the contract: it trains on labels too
+        specs = optimizer_specs(optimizers, self.NETWORKS, defaults={n: DEFAULT_OPTIMIZER for n in self.NETWORKS})
+        if r1_gamma and r1_interval > 1:  # lazy R1 (StyleGAN2): D's lr and betas adjusted so the regularized run matches
+            lr, betas = lazy_regularization(specs["discriminator"].lr, tuple(specs["discriminator"].betas), r1_interval)
+            specs["discriminator"] = dataclasses.replace(specs["discriminator"], lr=lr, betas=betas)
+        self.optimizer_specs = specs
+
+    # ---- networks (subclasses) --------------------------------------------------------------------
+    generator: nn.Module
+    discriminator: nn.Module
+
+    # ---- contract: Generates ----------------------------------------------------------------------
+    @property
+    def conditioning_classes(self) -> int | None:
+        return self.num_classes
+
+    def sampling_network(self) -> nn.Module:
+        return self.generator
+
+    def latents(self, count: int, generator: torch.Generator | None = None) -> Tensor:
+        device = generator.device if generator is not None else self.device
+        return torch.randn(count, self.latent_dim, generator=generator, device=device).to(self.device)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+               truncation_psi: float = 1.0) -> Tensor:
+        """``num_samples`` images in [-1, 1] from z ~ N(0, I) drawn with ``generator``, scaled by ``truncation_psi``.
+        A conditional GAN draws ``labels`` (classes 0, 1, ..., C-1 in turn when None)."""
+        z = self.latents(num_samples, generator) * truncation_psi
+        if self.num_classes:
+            labels = torch.arange(num_samples, device=self.device) % self.num_classes if labels is None else labels.to(self.device)
+        elif labels is not None:
+            raise GenResearchError(f"{type(self).__name__} samples without classes; train with class_conditional: true to pass labels")
+        return self.generator(z, labels).clamp(-1.0, 1.0)
+
+    # ---- training -----------------------------------------------------------------------------------
+    def _labels(self, batch: dict[str, Tensor]) -> Tensor | None:
+        return batch["label"] if self.num_classes else None
+
+    def r1_due(self) -> bool:
+        return bool(self.r1_gamma) and self.global_step % self.r1_interval == 0
+
+    def discriminator_step_loss(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+        """D's loss on a real and a (detached) generated batch, with WGAN-GP and (not lazy) R1; every term is returned."""
+        folded_r1 = self.r1_due() and self.r1_interval == 1
+        if folded_r1:
+            real = real.detach().requires_grad_(True)
+        real_logits = self.discriminator(real, labels)
+        terms = {"loss_d": discriminator_loss(self.loss_kind, real_logits, self.discriminator(fake, labels))}
+        total = terms["loss_d"]
+        if self.gp_weight:
+            terms["gradient_penalty"] = gradient_penalty(lambda x: self.discriminator(x, labels), real.detach(), fake)
+            total = total + self.gp_weight * terms["gradient_penalty"]
+        if folded_r1:
+            terms["r1"] = r1_penalty(real_logits, real)
+            total = total + 0.5 * self.r1_gamma * terms["r1"]
+        terms["total_d"] = total
+        return terms
+
+    def lazy_r1_loss(self, real: Tensor, labels: Tensor | None) -> Tensor:
+        """StyleGAN2's lazy R1: a separate D step every ``r1_interval`` batches, weighted by the interval (the
+        optimizer's lr and betas were adjusted by interval / (interval + 1) for the extra steps)."""
+        real = real.detach().requires_grad_(True)
+        return 0.5 * self.r1_gamma * self.r1_interval * r1_penalty(self.discriminator(real, labels), real)
+
+    def training_iteration(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        real, labels = batch["image"], self._labels(batch)
+        z = self.latents(len(real))  # global RNG: the checkpointed training stream
+        logged: dict[str, Tensor] = {}
+
+        def d_loss() -> Tensor:
+            terms = self.discriminator_step_loss(real, self.generator(z, labels).detach(), labels)
+            logged.update({k: v.detach() for k, v in terms.items() if k != "total_d"})
+            return terms["total_d"]
+
+        self.step_network("discriminator", d_loss)
+        if self.r1_due() and self.r1_interval > 1:
+            logged["r1_weighted"] = self.step_network("discriminator", lambda: self.lazy_r1_loss(real, labels))
+        if (self.global_step + 1) % self.n_critic == 0:  # n_critic D steps (batches) per G step
+            z_g = self.latents(len(real))
+            logged["loss_g"] = self.step_network("generator", lambda: generator_loss(self.loss_kind, self.discriminator(self.generator(z_g, labels), labels)))
+        self.log_dict({f"train/{k}": v for k, v in logged.items()}, prog_bar=True, batch_size=len(real))
+        return logged
+
+    def _eval_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
+        real, labels = batch["image"], self._labels(batch)
+        z = torch.randn(len(real), self.latent_dim, generator=self.eval_generator(), device=self.device)
+        real_logits, fake_logits = self.discriminator(real, labels), self.discriminator(self.generator(z, labels), labels)
+        metrics = {"loss_d": discriminator_loss(self.loss_kind, real_logits, fake_logits), "loss_g": generator_loss(self.loss_kind, fake_logits)}
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, on_epoch=True, sync_dist=True, batch_size=len(real))
+        return metrics
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._eval_step(batch, "test")
+
+
+Loss = Literal["non_saturating", "minimax", "hinge", "least_squares", "wasserstein"]
+
+__all__ = ["DEFAULT_OPTIMIZER", "GANBase", "Loss"]

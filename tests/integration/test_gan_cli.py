@@ -1,0 +1,81 @@
+"""The registered GANs through the command line: a DCGAN fit resumes exactly from a crash, a WGAN-GP variant with
+n_critic trains its generator every n-th batch, a class-conditional GAN samples the class asked for, and
+``sample``/``evaluate`` take the family's --truncation-psi."""
+
+import json
+
+import pytest
+import torch
+
+from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, only_run_dir, run_in_process
+
+pytestmark = pytest.mark.integration
+DCGAN = ["--config", str(TEST_CONFIGS / "tiny_dcgan.yaml")]
+EVERY_STEP = "--checkpoint.every_n_train_steps=1"
+CRASH = '--trainer.callbacks+={{"class_path": "tests.integration.helpers.CrashAtStep", "init_args": {{"step": {}}}}}'
+
+
+def last_checkpoint(root, name):
+    return torch.load(only_run_dir(root, name) / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def test_dcgan_crash_and_resume_matches_an_uninterrupted_run(workdir):
+    assert run_in_process("fit", *DCGAN, EVERY_STEP, "--name=full") == 0
+    with pytest.raises(SimulatedCrash):
+        run_in_process("fit", *DCGAN, EVERY_STEP, "--name=split", CRASH.format(6))
+    assert run_in_process("fit", *DCGAN, EVERY_STEP, "--name=split", "--ckpt_path=last") == 0
+    full, resumed = last_checkpoint(workdir, "full"), last_checkpoint(workdir, "split")
+    assert full["global_step"] == 10 and [s["state"][0]["step"].item() for s in full["optimizer_states"]] == [10, 10]
+    assert_same_training_state(full, resumed)  # both optimizers, EMA of G, BatchNorm statistics, RNG
+
+
+def test_wgan_gp_steps_the_generator_every_n_critic_batches(workdir):
+    settings = ["--model.init_args.loss=wasserstein", "--model.init_args.gradient_penalty=10", "--model.init_args.n_critic=5",
+                "--model.init_args.optimizers={discriminator: {lr: 1.0e-4, betas: [0.0, 0.9]}, generator: {lr: 1.0e-4, betas: [0.0, 0.9]}}"]
+    assert run_in_process("fit", *DCGAN, *settings, "--name=wgan") == 0
+    state = last_checkpoint(workdir, "wgan")
+    discriminator_steps, generator_steps = (s["state"][0]["step"].item() for s in state["optimizer_states"])
+    assert state["global_step"] == 10 and (discriminator_steps, generator_steps) == (10, 2)
+
+
+def test_sample_and_evaluate_take_the_truncation_option(workdir, tmp_path):
+    assert run_in_process("fit", *DCGAN, "--name=psi") == 0
+    ckpt = str(only_run_dir(workdir, "psi") / "checkpoints" / "last.ckpt")
+    folders = {}
+    for psi in ("1", "0.5", "0"):
+        folders[psi] = tmp_path / f"psi{psi}"
+        assert run_in_process("sample", *DCGAN, f"--ckpt_path={ckpt}", "--num-images=8", f"--truncation-psi={psi}", f"--out={folders[psi]}") == 0
+    from PIL import Image
+    import numpy as np
+
+    images = {psi: np.stack([np.asarray(Image.open(folder / f"{i:05d}.png")) for i in range(8)]).astype(float) for psi, folder in folders.items()}
+    assert images["0"].std(0).max() == 0  # psi 0: every sample is G(mean latent)
+    assert images["0.5"].std(0).mean() < images["1"].std(0).mean()  # truncation narrows the samples
+    assert run_in_process("sample", *DCGAN, f"--ckpt_path={ckpt}", "--truncation-psi=2", f"--out={tmp_path / 'bad'}") == 2
+    results = {}
+    for psi in ("1", "0.5"):
+        out = tmp_path / f"eval{psi}.json"
+        assert run_in_process("evaluate", *DCGAN, f"--ckpt_path={ckpt}", "--metrics=fid", "--num-images=64", "--no-cache",
+                              f"--truncation-psi={psi}", f"--json={out}") == 0
+        results[psi] = json.loads(out.read_text())["fid/pixels"]
+    assert results["1"] != results["0.5"]
+
+
+def test_conditional_gan_trains_on_labels_and_samples_the_class(workdir, tmp_path):
+    assert run_in_process("fit", *DCGAN, "--model=cgan", "--model.init_args.latent_dim=8", "--model.init_args.base_channels=8",
+                          "--model.init_args.conditioning=projection", "--name=cond") == 0
+    ckpt = str(only_run_dir(workdir, "cond") / "checkpoints" / "last.ckpt")
+    config = str(only_run_dir(workdir, "cond") / "config.yaml")
+    assert run_in_process("sample", "--config", config, f"--ckpt_path={ckpt}", "--num-images=4", "--class=3", f"--out={tmp_path / 's'}") == 0
+    assert run_in_process("sample", "--config", config, f"--ckpt_path={ckpt}", "--class=12", f"--out={tmp_path / 'bad'}") == 2
+
+
+def test_a_monitor_measured_every_n_epochs_ranks_checkpoints_when_measured(workdir):
+    """The evaluation callback computes FID every 2nd epoch: the validations in between do not fail the checkpoint
+    callback (Lightning raises on a missing monitor), and the best checkpoint is one where FID was measured."""
+    evaluation = '--trainer.callbacks+={"class_path": "evaluation", "init_args": {"metrics": "fid", "num_samples": 64, "every_n_epochs": 2}}'
+    assert run_in_process("fit", *DCGAN, evaluation, "--trainer.max_epochs=4", "--checkpoint.monitor=fid/pixels", "--name=every2") == 0
+    best = sorted((only_run_dir(workdir, "every2") / "checkpoints").glob("best-*.ckpt"))
+    assert best and all("epoch001" in p.name or "epoch003" in p.name for p in best), best
+    typo = '--checkpoint.monitor=fid/pixel'  # a monitor nobody produces still fails, as in Lightning
+    assert run_in_process("fit", *DCGAN, evaluation, "--trainer.max_epochs=2", typo, "--name=typo") != 0
