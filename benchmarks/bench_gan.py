@@ -1,0 +1,82 @@
+"""Benchmark: quality of the GAN experiments on mnist5k, trained on this CPU, measured as the GAN issue asks.
+
+    python benchmarks/bench_gan.py dcgan_mnist5k cgan_mnist5k            # trains each (the experiment's budget), then measures
+    python benchmarks/bench_gan.py dcgan_mnist5k --run runs/dcgan_mnist5k/<run>   # measures a trained run
+
+Each experiment's best checkpoint (by the FID its evaluation callback measured on the validation split) is
+evaluated with ``evaluate`` on the shipped MNIST classifier's features against the **test** split (500 images),
+500 samples, seed 0, truncation off: FID, KID, precision, recall, density, coverage, and for class-conditional models
+the classifier's agreement with the class asked for (``accuracy``, classes drawn in turn). The issue's claims are
+checked and printed PASS/FAIL: cgan accuracy >= 0.95; dcgan FID <= 50 (within 2x of the class-conditional DDPM's 25.1
+measured the same way). It writes summary.json into --out. Not a test: minutes per model; docs/results.md reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CLAIMS = {"cgan_mnist5k": ("accuracy/classifier-mnist5k", ">=", 0.95), "dcgan_mnist5k": ("fid/classifier-mnist5k", "<=", 50.0)}
+
+
+def run(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "gen_research", *args], cwd=REPO, check=True)
+
+
+def newest_run(runs_root: Path, experiment: str) -> Path:
+    return sorted((runs_root / experiment).iterdir())[-1]
+
+
+def measure(experiment: str, run_dir: Path, out: Path) -> dict:
+    config = REPO / "experiments" / f"{experiment}.yaml"
+    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+    ckpt = best[-1] if best else run_dir / "checkpoints" / "last.ckpt"
+    metrics = "fid,kid,precision,recall,density,coverage" + (",accuracy" if experiment.startswith("cgan") else "")
+    result = out / f"{experiment}.json"
+    run("evaluate", "--config", str(config), "--ckpt_path", str(ckpt), "--split", "test", "--features", "classifier",
+        "--feature-weights", "package://classifier-mnist5k.ckpt", "--metrics", metrics, "--num-images", "500", "--seed", "0",
+        "--kid-subset-size", "250", "--kid-subsets", "50", "--json", str(result))
+    return {"experiment": experiment, "checkpoint": str(ckpt), **json.loads(result.read_text())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiments", nargs="+")
+    parser.add_argument("--run", help="a trained run folder (one experiment only): measure it, do not train")
+    parser.add_argument("--runs-root", default=str(REPO / "runs"))
+    parser.add_argument("--out", default=str(REPO / "runs" / "bench_gan"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for experiment in args.experiments:
+        seconds = None
+        if args.run:
+            run_dir = Path(args.run)
+        else:
+            start = time.perf_counter()
+            run("fit", "--config", str(REPO / "experiments" / f"{experiment}.yaml"), "--runs_root", args.runs_root,
+                "--trainer.enable_progress_bar=false")
+            seconds = round(time.perf_counter() - start, 1)
+            run_dir = newest_run(Path(args.runs_root), experiment)
+        row = {**measure(experiment, run_dir, out), "train_seconds": seconds}
+        if experiment in CLAIMS:
+            key, op, bound = CLAIMS[experiment]
+            value = row[key]
+            row["claim"] = f"{key} {op} {bound}: {'PASS' if (value >= bound if op == '>=' else value <= bound) else 'FAIL'} ({value:.4g})"
+            print(row["claim"])
+        rows.append(row)
+    summary = {"machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()}, "rows": rows}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
