@@ -34,12 +34,13 @@ DEFAULT_OPTIMIZER = {"lr": 2e-4, "betas": [0.5, 0.999]}
 class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningModule):
     """Shared GAN training: per batch one discriminator step, and a generator step every ``n_critic``-th batch.
 
-    Contract: Generates (class-conditional with ``class_conditional``), option ``truncation_psi`` (z scaled towards
+    Contract: Generates (class-conditional with ``class_conditional``), LatentPrior (``decode``), option ``truncation_psi`` (z scaled towards
     the mean latent 0: 1 = off, the fair setting for metrics), no checkpoint monitor (a GAN's losses do not rank
     checkpoints; add the evaluation callback and ``checkpoint.monitor: fid/...`` for that).
     """
 
     NETWORKS: ClassVar[tuple[str, ...]] = ("discriminator", "generator")
+    latent_prior = "standard_normal"  # contract: LatentPrior (decode z ~ N(0, I): latent walks in the grids, ppl)
     SAMPLING_OPTIONS = (SamplingOption("truncation_psi", float, "truncation: scale z towards its mean (1 = off; metrics use 1)",
                                        default=1.0, low=0.0, high=1.0),)
     CHECKPOINT_MONITOR = None
@@ -96,6 +97,11 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
 
     def sampling_network(self) -> nn.Module:
         return self.generator
+
+    def decode(self, z: Tensor) -> Tensor:
+        """G(z) in [-1, 1]; a conditional GAN draws classes 0, 1, ..., C-1 in turn (LatentPrior)."""
+        labels = torch.arange(len(z), device=self.device) % self.num_classes if self.num_classes else None
+        return self.generator(z.to(self.device), labels).clamp(-1.0, 1.0)
 
     def latents(self, count: int, generator: torch.Generator | None = None) -> Tensor:
         device = generator.device if generator is not None else self.device

@@ -11,7 +11,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from gen_research.files.image_grid import save_grid
-from gen_research.models.contract import Generates, Interpolates, Reconstructs, Translates, can, check_sampling_options
+from gen_research.models.contract import Generates, Interpolates, LatentPrior, Reconstructs, Translates, can, check_sampling_options
 from gen_research.registry import CALLBACKS
 
 SAMPLES_DIR = "samples"
@@ -66,7 +66,8 @@ class SampleGridLogger(Callback):
     @torch.no_grad()
     def log_grids(self, trainer: pl.Trainer, pl_module: pl.LightningModule, images: torch.Tensor, sources: torch.Tensor | None = None) -> None:
         """Grids of what the model can do (gen_research/models/contract.py): samples, translations of ``sources``
-        (or reconstructions of ``images``), interpolations between ``images``."""
+        (or reconstructions of ``images``), interpolations between ``images`` (between prior latents for a model without
+        an encoder)."""
         was_training = pl_module.training
         pl_module.eval()
         grids: dict[str, tuple[torch.Tensor, int | None]] = {}  # kind -> (images, images per row)
@@ -85,6 +86,13 @@ class SampleGridLogger(Callback):
         if can(pl_module, Interpolates) and pairs > 0 and self.interpolation_steps > 1:
             path_images = pl_module.interpolate(images[:pairs], images[pairs : 2 * pairs], self.interpolation_steps)
             grids["interpolations"] = (path_images, self.interpolation_steps)
+        elif can(pl_module, LatentPrior) and self.interpolation_pairs > 0 and self.interpolation_steps > 1:
+            # No encoder (a GAN): linear paths between fixed prior latents z_a -> z_b (as in the DCGAN paper's walks).
+            generator = torch.Generator(device=pl_module.device).manual_seed(self.seed + 1)
+            ends = torch.randn(2, self.interpolation_pairs, pl_module.latent_dim, generator=generator, device=pl_module.device)
+            t = torch.linspace(0.0, 1.0, self.interpolation_steps, device=pl_module.device)[None, :, None]
+            z = ends[0][:, None] * (1 - t) + ends[1][:, None] * t
+            grids["latent_interpolations"] = (pl_module.decode(z.flatten(0, 1)), self.interpolation_steps)
         epoch = trainer.current_epoch
         out_dir = Path(trainer.default_root_dir) / SAMPLES_DIR
         for kind, (grid_images, nrow) in grids.items():

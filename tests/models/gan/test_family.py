@@ -85,3 +85,20 @@ def test_conditional_sampling_cycles_classes_and_refuses_labels_when_uncondition
 def test_bad_settings_are_one_line_errors(settings, message):
     with pytest.raises(GenResearchError, match=message):
         DCGAN(**TINY, **settings)
+
+
+def test_a_gan_is_a_latent_prior_and_the_grid_draws_latent_walks(tmp_path):
+    from gen_research.models.contract import LatentPrior
+    from gen_research.training.callbacks.sample_grid import SampleGridLogger
+
+    class FakeTrainer:
+        current_epoch, global_step, loggers, default_root_dir = 0, 0, (), str(tmp_path)
+
+    torch.manual_seed(0)
+    model = DCGAN(**TINY).eval()
+    assert can(model, LatentPrior)
+    z = torch.randn(3, 8)
+    torch.testing.assert_close(model.decode(z), model.generator(z).clamp(-1, 1))
+    grid = SampleGridLogger(num_samples=4, interpolation_pairs=2, interpolation_steps=5)
+    grid.log_grids(FakeTrainer(), model, torch.zeros(4, 1, 8, 8))
+    assert sorted(p.name for p in grid.saved) == ["epoch000-latent_interpolations.png", "epoch000-samples.png"]
