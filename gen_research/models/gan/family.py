@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from gen_research.errors import GenResearchError
 from gen_research.models.common import SeededEvaluation, check_number
 from gen_research.models.contract import ModelFamily, SamplingOption
+from gen_research.models.gan.diffaugment import diff_augment, parse_policy
 from gen_research.models.gan.losses import check_loss, discriminator_loss, generator_loss
 from gen_research.models.gan.regularizers import gradient_penalty, lazy_regularization, r1_penalty
 from gen_research.training.multi_network import MultiNetworkTraining
@@ -57,6 +58,7 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         r1_interval: int,
         class_conditional: bool,
         optimizers: dict[str, dict[str, Any]] | None,
+        diffaugment: str | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__.lower()
@@ -77,6 +79,7 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         self.r1_gamma = r1_gamma
         self.r1_interval = r1_interval
         self.class_conditional = class_conditional
+        self.augment_policy = parse_policy(diffaugment)  # DiffAugment on every image D sees in training (diffaugment.py)
         self.num_classes = num_classes if class_conditional else None
         if class_conditional:
             self.BATCH_FIELDS = ("image", "label")  # the contract: it trains on labels too
@@ -123,6 +126,11 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
     def _labels(self, batch: dict[str, Tensor]) -> Tensor | None:
         return batch["label"] if self.num_classes else None
 
+    def critic(self, images: Tensor, labels: Tensor | None) -> Tensor:
+        """D's logits on ``images`` as the losses see them: through DiffAugment when a policy is set (reals and fakes
+        alike, each with its own draws from the checkpointed global RNG); the penalties use raw images."""
+        return self.discriminator(diff_augment(images, self.augment_policy) if self.augment_policy else images, labels)
+
     def r1_due(self) -> bool:
         return bool(self.r1_gamma) and self.global_step % self.r1_interval == 0
 
@@ -131,14 +139,15 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         folded_r1 = self.r1_due() and self.r1_interval == 1
         if folded_r1:
             real = real.detach().requires_grad_(True)
-        real_logits = self.discriminator(real, labels)
-        terms = {"loss_d": discriminator_loss(self.loss_kind, real_logits, self.discriminator(fake, labels))}
+        raw_logits = self.discriminator(real, labels) if folded_r1 else None  # R1 is on the raw reals
+        real_logits = raw_logits if raw_logits is not None and not self.augment_policy else self.critic(real, labels)
+        terms = {"loss_d": discriminator_loss(self.loss_kind, real_logits, self.critic(fake, labels))}
         total = terms["loss_d"]
         if self.gp_weight:
             terms["gradient_penalty"] = gradient_penalty(lambda x: self.discriminator(x, labels), real.detach(), fake)
             total = total + self.gp_weight * terms["gradient_penalty"]
         if folded_r1:
-            terms["r1"] = r1_penalty(real_logits, real)
+            terms["r1"] = r1_penalty(raw_logits, real)
             total = total + 0.5 * self.r1_gamma * terms["r1"]
         terms["total_d"] = total
         return terms
@@ -164,7 +173,7 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
             logged["r1_weighted"] = self.step_network("discriminator", lambda: self.lazy_r1_loss(real, labels))
         if (self.global_step + 1) % self.n_critic == 0:  # n_critic D steps (batches) per G step
             z_g = self.latents(len(real))
-            logged["loss_g"] = self.step_network("generator", lambda: generator_loss(self.loss_kind, self.discriminator(self.generator(z_g, labels), labels)))
+            logged["loss_g"] = self.step_network("generator", lambda: generator_loss(self.loss_kind, self.critic(self.generator(z_g, labels), labels)))
         self.log_dict({f"train/{k}": v for k, v in logged.items()}, prog_bar=True, batch_size=len(real))
         return logged
 

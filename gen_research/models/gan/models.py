@@ -31,9 +31,10 @@ class GAN(GANBase):
         spectral_norm: bool = False,
         class_conditional: bool = False,
         optimizers: dict[str, dict[str, Any]] | None = None,
+        diffaugment: str | None = None,
     ) -> None:
         super().__init__(image_shape, num_classes, latent_dim, loss, n_critic, gradient_penalty, r1_gamma, r1_interval,
-                         class_conditional, optimizers)
+                         class_conditional, optimizers, diffaugment)
         self.save_hyperparameters()
         self.hparams.generator_hidden, self.hparams.discriminator_hidden = list(generator_hidden), list(discriminator_hidden)
         labels = self.num_classes or 0
@@ -61,9 +62,10 @@ class DCGAN(GANBase):
         class_conditional: bool = False,
         conditioning: Literal["concat", "projection"] = "concat",
         optimizers: dict[str, dict[str, Any]] | None = None,
+        diffaugment: str | None = None,
     ) -> None:
         super().__init__(image_shape, num_classes, latent_dim, loss, n_critic, gradient_penalty, r1_gamma, r1_interval,
-                         class_conditional, optimizers)
+                         class_conditional, optimizers, diffaugment)
         self.save_hyperparameters()
         labels = self.num_classes or 0
         self.generator = DCGANGenerator(latent_dim, self.image_shape, base_channels, labels, conditioning)
@@ -91,9 +93,10 @@ class CGAN(DCGAN):
         class_conditional: bool = True,
         conditioning: Literal["concat", "projection"] = "concat",
         optimizers: dict[str, dict[str, Any]] | None = None,
+        diffaugment: str | None = None,
     ) -> None:
         super().__init__(image_shape, num_classes, latent_dim, base_channels, loss, n_critic, gradient_penalty, r1_gamma,
-                         r1_interval, spectral_norm, class_conditional, conditioning, optimizers)
+                         r1_interval, spectral_norm, class_conditional, conditioning, optimizers, diffaugment)
 
 
 __all__ = ["CGAN", "DCGAN", "GAN"]
