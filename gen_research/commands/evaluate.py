@@ -4,10 +4,16 @@
     evaluate --real DIR --fake DIR                            two folders, like torch-fidelity's command line
     evaluate --config EXP --ckpt_path CKPT --samplers ddim,dpm-solver++ --steps 10,20,50 --guidance-scales 1,2,4
                                                               sampler sweep of a diffusion checkpoint
+    evaluate --config EXP --ckpt_path CKPT --truncation-psis 0.5,0.7,1.0
+                                                              truncation grid of a GAN checkpoint
 
 Every number is keyed ``<metric>/<extractor>``; ``--json PATH`` writes them as one flat JSON object. The
 sampler sweep (any of --samplers/--steps/--guidance-scales; the others take the model's defaults) writes
 sweep.csv, sweep.json, fid_vs_nfe.png, guidance.png and sample grids into --out (gen_research.evaluation.sampler_grid).
+The truncation grid writes psi.csv, psi.json, metrics_vs_psi.png and a sample grid per psi the same way.
+
+Truncation is off (psi 1, the fair setting for comparing models) in a plain evaluate and in the evaluation
+callback unless asked for: --truncation-psi P here, sample_options: {truncation_psi: P} in the callback.
 """
 
 from __future__ import annotations
@@ -52,12 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--nearest-k", type=int, default=defaults.nearest_k, help="k of precision/recall/density/coverage")
     features.add_argument("--is-splits", type=int, default=defaults.is_splits)
     features.add_argument("--seed", type=int, default=0, help="seeds sampling and the metrics' subset draws")
-    sweep = parser.add_argument_group("sampler sweep (diffusion checkpoints; any of the first three turns it on)")
+    sweep = parser.add_argument_group("sampler sweep (diffusion checkpoints; any of the first three turns it on) and truncation grid (GANs)")
     sweep.add_argument("--samplers", help="comma-separated diffusion samplers, e.g. ddim,dpm-solver++ (default: the model's)")
     sweep.add_argument("--steps", help="comma-separated step counts, e.g. 10,20,50 (default: the model's sampling_steps)")
     sweep.add_argument("--guidance-scales", dest="guidance_scales", help="comma-separated classifier-free guidance scales, e.g. 1,2,4 (default: the model's)")
     sweep.add_argument("--eta", type=float, help="DDIM eta at every grid point (default: the model's)")
-    sweep.add_argument("--out", help="sweep output folder (new or empty); default runs/<experiment>/<timestamp>-sampler-sweep")
+    sweep.add_argument("--truncation-psis", dest="truncation_psis",
+                       help="comma-separated truncation psi values, e.g. 0.5,0.7,1 (1 = off): a truncation grid of a GAN checkpoint, "
+                            "instead of one --truncation-psi; not with the sampler sweep's options")
+    sweep.add_argument("--out", help="grid output folder (new or empty); default runs/<experiment>/<timestamp>-sampler-sweep "
+                                     "or <timestamp>-psi-grid")
     from gen_research.commands.sampling_options import add_family_options
 
     # The family's declared sampling options (e.g. a vae's --temperature) shape the generated set; the sampler
@@ -85,7 +95,7 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 
 def evaluate_command(argv: list[str]) -> int:
-    from gen_research.evaluation.sampler_grid import check_arguments, parse_axes
+    from gen_research.evaluation.sampler_grid import check_arguments, parse_axes, parse_truncation_psis
 
     from gen_research.commands.sampling_options import register_experiment_families
 
@@ -103,7 +113,12 @@ def evaluate_command(argv: list[str]) -> int:
     args.feature_weights = resolve_asset(args.feature_weights)  # package://NAME: a file shipped with gen_research
     folder_mode = bool(args.real or args.fake)
     axes = parse_axes(args)  # None unless a sampler sweep was asked for
-    check_arguments(args, axes, folder_mode)
+    psis = parse_truncation_psis(args)  # None unless a truncation grid was asked for
+    check_arguments(args, axes, folder_mode, psis)
+    if psis is not None:
+        from gen_research.evaluation.sampler_grid.psi_grid import check_psis_alone
+
+        check_psis_alone(psis)
     if folder_mode == bool(args.config or args.ckpt_path) or (folder_mode and not (args.real and args.fake)) or (not folder_mode and not (args.config and args.ckpt_path)):
         raise GenResearchError("evaluate needs either --config EXP --ckpt_path CKPT, or --real DIR --fake DIR")
     if args.json and Path(args.json).exists():
@@ -146,6 +161,12 @@ def evaluate_command(argv: list[str]) -> int:
         from gen_research.evaluation.sampler_grid import run_sampler_sweep
 
         return run_sampler_sweep(args, axes, names, options, cache, bar, device, load_model_and_data(args.config, args.ckpt_path))
+    if psis is not None:
+        from gen_research.commands.loading import load_model_and_data
+        from gen_research.evaluation.sampler_grid import run_psi_grid
+
+        fixed = {name: getattr(args, name) for name in args.family_options if getattr(args, name) is not None}  # the same at every point
+        return run_psi_grid(args, psis, fixed, names, options, cache, bar, device, load_model_and_data(args.config, args.ckpt_path))
     if folder_mode:
         evaluator, context = _evaluate_folders(args, make_evaluator, cache, bar)
     else:

@@ -95,6 +95,15 @@ def parse_axes(args: argparse.Namespace) -> SweepAxes | None:
     return SweepAxes(samplers, steps, scales)
 
 
+def parse_truncation_psis(args: argparse.Namespace) -> tuple[float, ...] | None:
+    """The truncation grid's psi values (``--truncation-psis 0.5,0.7,1``), or None (no truncation grid). Their range is
+    the model's declaration's (checked once it is loaded: gen_research.evaluation.sampler_grid.psi_grid)."""
+    text = getattr(args, "truncation_psis", None)
+    if text is None:
+        return None
+    return parse_list(text, "truncation_psis", _finite_float, "numbers such as 0.5,0.7,1")
+
+
 def model_defaults(model: Any) -> dict[str, Any]:
     """The model's own sampler settings: what an axis left off the command line takes."""
     defaults = model.sampling_defaults() if isinstance(model, ModelFamily) else {}
@@ -168,4 +177,4 @@ class ForwardCounter:
 
 
 __all__ = ["GridPoint", "SweepAxes", "ForwardCounter", "check_model", "denoising_network", "expand_grid",
-           "model_defaults", "parse_axes", "parse_list", "point_options"]
+           "model_defaults", "parse_axes", "parse_list", "parse_truncation_psis", "point_options"]
