@@ -21,13 +21,13 @@ function                   what                                              ref
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from gen_research.errors import GenResearchError
+from gen_research.training.callbacks.ema import ema_beta  # noqa: F401  (moved there: training code imports no family)
 
 
 def gradient_penalty(
@@ -106,32 +106,3 @@ def lazy_regularization(lr: float, betas: tuple[float, float], interval: int) ->
     ratio = interval / (interval + 1)
     return lr * ratio, (beta1**ratio, beta2**ratio)
 
-
-def ema_beta(
-    batch_size: int,
-    half_life_kimg: float,
-    images_seen: int | None = None,
-    rampup: float | None = None,
-) -> float:
-    """The per-step decay of G's EMA for a half-life given in thousands of images, as NVlabs' stylegan2-ada.
-
-    ``beta = 0.5 ** (batch_size / ema_nimg)`` with ``ema_nimg = half_life_kimg * 1000``, so the EMA forgets half
-    of its past after ``half_life_kimg`` thousand images whatever the batch size (a per-step constant such as
-    rosinality's ``0.5 ** (32 / 10000)`` is right only for the batch 32 it was tuned at). With ``rampup``, the
-    half-life is at most ``images_seen * rampup`` (NVlabs' ``ema_rampup``, 0.05 in the cifar config), so early
-    weights, which are far from the final ones, are forgotten quickly.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise GenResearchError(f"EMA: batch_size={batch_size!r} must be a positive integer")
-    if not (isinstance(half_life_kimg, (int, float)) and math.isfinite(half_life_kimg) and half_life_kimg >= 0):
-        raise GenResearchError(
-            f"EMA half-life {half_life_kimg!r} kimg must be a finite number >= 0 (NVlabs: 10 to 500)"
-        )
-    ema_nimg = half_life_kimg * 1000.0
-    if rampup is not None:
-        if not (math.isfinite(rampup) and rampup > 0):
-            raise GenResearchError(f"EMA rampup={rampup!r} must be a positive number or null (NVlabs' cifar: 0.05)")
-        if images_seen is None or images_seen < 0:
-            raise ValueError(f"ema_beta: a rampup needs images_seen >= 0, got {images_seen!r}")
-        ema_nimg = min(ema_nimg, images_seen * rampup)
-    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
