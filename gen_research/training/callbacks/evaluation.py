@@ -56,7 +56,7 @@ class EvaluationCallback(Callback):
         sample_options: dict[str, Any] | None = None,
     ) -> None:
         """``sample_options``: the family's declared sampling options the samples are drawn with (e.g.
-        ``{truncation: 0.7}``), checked against the model's declaration before training."""
+        ``{truncation_psi: 0.7}``), checked against the model's declaration before training."""
         self.metrics = metrics
         self.features = features
         self.feature_weights = resolve_asset(feature_weights)  # package://NAME: a file shipped in gen_research/assets
