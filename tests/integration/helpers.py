@@ -34,6 +34,11 @@ def only_run_dir(root: Path, experiment: str) -> Path:
     return runs[0]
 
 
+def last_checkpoint(root: Path, name: str) -> dict:
+    """The last.ckpt of the only run of experiment ``name`` under ``root``/runs, loaded."""
+    return torch.load(only_run_dir(root, name) / "checkpoints" / "last.ckpt", weights_only=True)
+
+
 def load_state(ckpt: Path, key: str = "state_dict") -> dict:
     return torch.load(ckpt, map_location="cpu", weights_only=False)[key]
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, only_run_dir, run_in_process
+from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
 
 pytestmark = pytest.mark.integration
 GAN = ["--config", str(TEST_CONFIGS / "tiny_gan.yaml")]
@@ -16,9 +16,6 @@ CONDITIONAL = ["--config", str(TEST_CONFIGS / "tiny_gan_conditional.yaml")]
 EVERY_STEP = "--checkpoint.every_n_train_steps=1"  # a checkpoint after each batch: the crash loses nothing
 CRASH = '--trainer.callbacks+={{"class_path": "tests.integration.helpers.CrashAtStep", "init_args": {{"step": {}}}}}'
 
-
-def last_checkpoint(root, name):
-    return torch.load(only_run_dir(root, name) / "checkpoints" / "last.ckpt", weights_only=True)
 
 
 def test_fit_crash_mid_epoch_and_resume_matches_an_uninterrupted_run(workdir):

@@ -5,18 +5,14 @@ n_critic trains its generator every n-th batch, a class-conditional GAN samples 
 import json
 
 import pytest
-import torch
 
-from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, only_run_dir, run_in_process
+from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
 
 pytestmark = pytest.mark.integration
 DCGAN = ["--config", str(TEST_CONFIGS / "tiny_dcgan.yaml")]
 EVERY_STEP = "--checkpoint.every_n_train_steps=1"
 CRASH = '--trainer.callbacks+={{"class_path": "tests.integration.helpers.CrashAtStep", "init_args": {{"step": {}}}}}'
 
-
-def last_checkpoint(root, name):
-    return torch.load(only_run_dir(root, name) / "checkpoints" / "last.ckpt", weights_only=True)
 
 
 def test_dcgan_crash_and_resume_matches_an_uninterrupted_run(workdir):

@@ -10,7 +10,7 @@ from lightning.pytorch import Callback
 
 from tests.families.paired import PairedDigits, TinyTranslator, invert
 
-from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, only_run_dir, run_in_process
+from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
 
 pytestmark = pytest.mark.integration
 CONFIG = str(TEST_CONFIGS / "tiny_translator.yaml")
@@ -18,9 +18,6 @@ CONFIG = str(TEST_CONFIGS / "tiny_translator.yaml")
 FIT = ["--config", CONFIG, "--trainer.enable_progress_bar=false", "--trainer.logger=false", "--checkpoint.every_n_train_steps=1"]
 CRASH = '--trainer.callbacks+={"class_path": "tests.integration.helpers.CrashAtStep", "init_args": {"step": 7}}'
 
-
-def last_checkpoint(root, name: str) -> dict:
-    return torch.load(only_run_dir(root, name) / "checkpoints" / "last.ckpt", weights_only=True)
 
 
 def validation_l1(model: TinyTranslator) -> float:

@@ -4,9 +4,8 @@ sample grids, evaluation callback) and the DDPM with EMA. Each ends bit-identica
 (The mid-epoch crash is in test_fit.py; SIGKILL at random moments in test_fault_injection.py.)"""
 
 import pytest
-import torch
 
-from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, only_run_dir, run_in_process
+from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
 
 pytestmark = pytest.mark.integration
 CRASH = '--trainer.callbacks+={{"class_path": "tests.integration.helpers.CrashAtStep", "init_args": {{"step": {}}}}}'
@@ -22,9 +21,6 @@ DDPM = ["--config", str(TEST_CONFIGS / "tiny_ddpm.yaml"), "--trainer.max_epochs=
         '--trainer.callbacks+={"class_path": "sample_grid", "init_args": {"num_samples": 4}}',
         '--trainer.callbacks+={"class_path": "evaluation", "init_args": {"metrics": "fid", "num_samples": 20, "batch_size": 10, "cache_dir": "cache"}}']
 
-
-def last_checkpoint(root, name):
-    return torch.load(only_run_dir(root, name) / "checkpoints" / "last.ckpt", weights_only=True)
 
 
 @pytest.fixture(scope="module")
