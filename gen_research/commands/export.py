@@ -39,7 +39,5 @@ def export_command(argv: list[str]) -> int:
         raise GenResearchError(f"--sampler {sampler!r}: {type(model).__name__} exports with {', '.join(model.export_samplers)}")
     pipeline = model.diffusers_pipeline(sampler)
     pipeline.save_pretrained(out)
-    kind = type(pipeline).__name__
-    how = ", then call it with use_clipped_model_output=True (as gen_research's ddim)" if sampler == "ddim" else ""
-    print(f"diffusers pipeline ({kind}) in {out}: DiffusionPipeline.from_pretrained({str(out)!r}){how}")
+    print(f"diffusers pipeline ({type(pipeline).__name__}) in {out}: DiffusionPipeline.from_pretrained({str(out)!r}){model.export_note(sampler)}")
     return 0

@@ -173,6 +173,10 @@ class ExportsDiffusers(Protocol):
 
     def diffusers_pipeline(self, sampler: str) -> Any: ...
 
+    def export_note(self, sampler: str) -> str:
+        """What a user must know to reproduce gen_research's images with the pipeline ("" when nothing)."""
+        ...
+
 
 CAPABILITIES: dict[type, str] = {
     Generates: "generate new images (sample)",

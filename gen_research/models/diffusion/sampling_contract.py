@@ -108,6 +108,11 @@ class DiffusionSamplingContract(ModelFamily):
         return getattr(diffusers, PIPELINES[sampler])(unet=self.unet.eval(), scheduler=scheduler)
 
 
+    def export_note(self, sampler: str) -> str:
+        # Our DDIM steps with the epsilon consistent with the clipped x0; diffusers' DDIMPipeline does so when asked.
+        return ", then call it with use_clipped_model_output=True (as gen_research's ddim)" if sampler == "ddim" else ""
+
+
 def load_noisy_classifier(path: str, image_shape: tuple[int, int, int]) -> Any:
     """A noisy_classifier checkpoint for classifier guidance, refused in one line if it is another model or shape."""
     from gen_research.models.diffusion.noisy_classifier import NoisyClassifier

@@ -75,7 +75,8 @@ class DCGAN(GANBase):
 
 @MODELS.register("cgan", "class-conditional DCGAN: label concatenation (Mirza & Osindero) or projection D + conditional BatchNorm (Miyato & Koyama)")
 class CGAN(DCGAN):
-    """A DCGAN that is class-conditional by default; ``conditioning: projection`` with ``loss: hinge`` and
+    """A DCGAN that is class-conditional by default (the signature is repeated, not **kwargs: LightningCLI reads each
+    class's own signature for YAML checks and --help); ``conditioning: projection`` with ``loss: hinge`` and
     ``spectral_norm: true`` is the SN-GAN/projection setup of Miyato & Koyama (2018)."""
 
     def __init__(
