@@ -284,6 +284,8 @@ def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: A
     num_real = min(args.num_images or len(split_set), len(split_set))
     num_fake = args.num_images or num_real
     plan = sampling_plan(model, args, args.family_options, SamplingContext(num_images=num_fake, device=device, datamodule=datamodule))
+    if plan.per_image:  # per-image inputs (img2img sources) have no place in an evaluation of generated sets
+        raise GenResearchError(f"evaluate draws new samples; {', '.join(plan.per_image)} from the sampling options cannot apply: leave them out")
     feeder = Feeder(model, split_set, num_real, num_fake, args.batch_size, args.seed, args.with_labels, sample_options=plan.options)
     evaluator = make_evaluator(tuple(datamodule.image_shape), datamodule.num_classes)
     feeder.check(evaluator)  # before any feature is computed
