@@ -12,7 +12,8 @@ capability             what the model provides                                wh
                        -> images in [-1, 1]; ``conditioning_classes``         evaluation callback, sampler grid
 :class:`Reconstructs`  ``reconstruct(images)`` -> images                      evaluation (ssim/psnr/lpips), grids
 :class:`Interpolates`  ``interpolate(a, b, num_steps)``                       sample grids
-:class:`LatentPrior`   ``latent_dim`` and ``decode(z)`` for z ~ N(0, I)       ppl
+:class:`LatentPrior`   ``latent_dim`` and ``decode(z)`` for z ~ N(0, I)       ppl, latent walks, arithmetic
+:class:`StyleSpace`    ``to_w(z)`` -> per-layer styles, ``synthesize(ws)``      ppl in W, style mixing, W walks
 :class:`Translates`    ``translate(images, target=None)``; ``target_domains``  evaluate, sample grids
 :class:`ExportsDiffusers` ``diffusers_pipeline(sampler)``; ``export_samplers`` export
 =====================  =====================================================  ==============================
@@ -155,6 +156,30 @@ class LatentPrior(Protocol):
 
 
 @runtime_checkable
+class StyleSpace(Protocol):
+    """An intermediate latent space W (StyleGAN): a mapping network takes z to per-layer styles, a synthesis network
+    draws images from them.
+
+    - ``to_w(z, labels=None, truncation_psi=1.0, truncation_cutoff=None)`` -> ``[N, num_ws, w_dim]``: the mapped
+      w broadcast to every synthesis layer, moved towards the tracked mean ``w_avg`` by ``truncation_psi`` (on the
+      first ``truncation_cutoff`` layers only, when given).
+    - ``synthesize(ws, noise_mode="const", generator=None)`` -> images in [-1, 1]. ``noise_mode`` "const" uses the
+      fixed noise buffers (deterministic: interpolations, style-mixing grids and PPL, as NVlabs' tools do),
+      "random" draws per-pixel noise with ``generator``.
+    - ``style_mixing_crossover``: the default layer index where coarse styles end (rows' styles before it, columns'
+      from it on, in a style-mixing grid).
+    """
+
+    w_dim: int
+    num_ws: int
+    style_mixing_crossover: int
+
+    def to_w(self, z: Tensor, labels: Tensor | None = None, truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> Tensor: ...
+
+    def synthesize(self, ws: Tensor, noise_mode: str = "const", generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
 class Translates(Protocol):
     """Image-to-image: ``translate(source images, target domain ids or None)`` -> images in [-1, 1].
 
@@ -183,6 +208,7 @@ CAPABILITIES: dict[type, str] = {
     Reconstructs: "reconstruct images",
     Interpolates: "interpolate between images",
     LatentPrior: "decode latents drawn from N(0, I)",
+    StyleSpace: "map latents to a style space W and synthesize from it (StyleGAN)",
     Translates: "translate images (image-to-image)",
     ExportsDiffusers: "be exported as a diffusers pipeline",
 }
@@ -306,6 +332,7 @@ __all__ = [
     "LatentPrior",
     "ModelFamily",
     "Reconstructs",
+    "StyleSpace",
     "SamplingContext",
     "SamplingOption",
     "SamplingPlan",
