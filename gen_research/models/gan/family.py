@@ -88,6 +88,9 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
             lr, betas = lazy_regularization(specs["discriminator"].lr, tuple(specs["discriminator"].betas), r1_interval)
             specs["discriminator"] = dataclasses.replace(specs["discriminator"], lr=lr, betas=betas)
         self.optimizer_specs = specs
+        # Images D has seen (all ranks): ADA's p schedule, ProGAN's growth phases and the logs count in images, as
+        # NVlabs' kimg does; a buffer, so checkpoints carry it and a resumed run continues the same schedule.
+        self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
 
     # ---- networks (subclasses) --------------------------------------------------------------------
     generator: nn.Module
@@ -158,8 +161,18 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         real = real.detach().requires_grad_(True)
         return 0.5 * self.r1_gamma * self.r1_interval * r1_penalty(self.discriminator(real, labels), real)
 
+    def training_reals(self, batch: dict[str, Tensor]) -> Tensor:
+        """The real images D trains on (ProGAN overrides it: reals at the growing resolution)."""
+        return batch["image"]
+
+    def count_images(self, count: int) -> None:
+        """Add one training batch (``count`` images per rank) to ``images_seen``."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        self.images_seen += count * world
+
     def training_iteration(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        real, labels = batch["image"], self._labels(batch)
+        real, labels = self.training_reals(batch), self._labels(batch)
+        self.count_images(len(real))
         z = self.latents(len(real))  # global RNG: the checkpointed training stream
         logged: dict[str, Tensor] = {}
 
