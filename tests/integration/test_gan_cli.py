@@ -25,6 +25,17 @@ def test_dcgan_crash_and_resume_matches_an_uninterrupted_run(workdir):
     assert_same_training_state(full, resumed)  # both optimizers, EMA of G, BatchNorm statistics, RNG
 
 
+def test_ada_p_resumes_exactly_from_a_crash(workdir):
+    ada = "--model.init_args.ada={target: 0.05, interval: 2, kimg: 0.05}"  # an update every 2 D steps
+    assert run_in_process("fit", *DCGAN, EVERY_STEP, ada, "--name=full") == 0
+    with pytest.raises(SimulatedCrash):
+        run_in_process("fit", *DCGAN, EVERY_STEP, ada, "--name=split", CRASH.format(5))
+    assert run_in_process("fit", *DCGAN, EVERY_STEP, ada, "--name=split", "--ckpt_path=last") == 0
+    full, resumed = last_checkpoint(workdir, "full"), last_checkpoint(workdir, "split")
+    assert int(full["state_dict"]["ada.observations"]) == 0  # 10 D steps: 5 updates of p, the last at the end
+    assert_same_training_state(full, resumed)
+
+
 def test_wgan_gp_steps_the_generator_every_n_critic_batches(workdir):
     settings = ["--model.init_args.loss=wasserstein", "--model.init_args.gradient_penalty=10", "--model.init_args.n_critic=5",
                 "--model.init_args.optimizers={discriminator: {lr: 1.0e-4, betas: [0.0, 0.9]}, generator: {lr: 1.0e-4, betas: [0.0, 0.9]}}"]

@@ -7,7 +7,8 @@ discriminator steps per generator step, lazy R1, the truncation option, sampling
 
 Defaults follow the references: Adam(2e-4, betas 0.5/0.999) for both networks as in DCGAN (Radford et al. 2016),
 the non-saturating loss (Goodfellow et al. 2014), one D step per G step. WGAN-GP (Gulrajani et al. 2017) is
-``loss: wasserstein, gradient_penalty: 10, n_critic: 5`` (and betas 0/0.9 in its experiment).
+``loss: wasserstein, gradient_penalty: 10, n_critic: 5`` (and betas 0/0.9 in its experiment). D's inputs can be
+augmented by DiffAugment (``diffaugment: color,translation,cutout``) or ADA (``ada: {target: 0.6}``, ada.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from gen_research.errors import GenResearchError
 from gen_research.models.common import SeededEvaluation, check_number
 from gen_research.models.contract import ModelFamily, SamplingOption
+from gen_research.models.gan.ada import AdaptiveAugment, check_ada_settings
 from gen_research.models.gan.diffaugment import diff_augment, parse_policy
 from gen_research.models.gan.losses import check_loss, discriminator_loss, generator_loss
 from gen_research.models.gan.regularizers import gradient_penalty, lazy_regularization, r1_penalty
@@ -59,6 +61,7 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         class_conditional: bool,
         optimizers: dict[str, dict[str, Any]] | None,
         diffaugment: str | None = None,
+        ada: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__.lower()
@@ -80,6 +83,10 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         self.r1_interval = r1_interval
         self.class_conditional = class_conditional
         self.augment_policy = parse_policy(diffaugment)  # DiffAugment on every image D sees in training (diffaugment.py)
+        ada_settings = check_ada_settings(name, ada)
+        if ada_settings and self.augment_policy:
+            raise GenResearchError(f"{name}: choose one augmentation for D: diffaugment ({diffaugment}) or ada, not both")
+        self.ada = AdaptiveAugment(**ada_settings) if ada_settings else None  # ADA (ada.py): p in checkpoints
         self.num_classes = num_classes if class_conditional else None
         if class_conditional:
             self.BATCH_FIELDS = ("image", "label")  # the contract: it trains on labels too
@@ -130,9 +137,23 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         return batch["label"] if self.num_classes else None
 
     def critic(self, images: Tensor, labels: Tensor | None) -> Tensor:
-        """D's logits on ``images`` as the losses see them: through DiffAugment when a policy is set (reals and fakes
+        """D's logits on ``images`` as the losses see them: through DiffAugment or ADA when set (reals and fakes
         alike, each with its own draws from the checkpointed global RNG); the penalties use raw images."""
-        return self.discriminator(diff_augment(images, self.augment_policy) if self.augment_policy else images, labels)
+        if self.augment_policy:
+            images = diff_augment(images, self.augment_policy)
+        elif self.ada is not None:
+            images = self.ada(images)
+        return self.discriminator(images, labels)
+
+    def adapt_augmentation(self, real_logits: Tensor, batch_images: int) -> dict[str, Tensor]:
+        """ADA's feedback: record sign(D(real)) and every ``interval`` D steps move p (all ranks alike); the logged values."""
+        if self.ada is None or not self.training:
+            return {}
+        self.ada.observe(real_logits.detach())
+        world = self.trainer.world_size if self._trainer is not None else 1
+        reduce = (lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if world > 1 else (lambda t: t)
+        r_t = self.ada.update(batch_images * world, reduce)
+        return {"ada_p": self.ada.p.detach().clone(), **({"ada_rt": r_t} if r_t is not None else {})}
 
     def r1_due(self) -> bool:
         return bool(self.r1_gamma) and self.global_step % self.r1_interval == 0
@@ -143,8 +164,9 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         if folded_r1:
             real = real.detach().requires_grad_(True)
         raw_logits = self.discriminator(real, labels) if folded_r1 else None  # R1 is on the raw reals
-        real_logits = raw_logits if raw_logits is not None and not self.augment_policy else self.critic(real, labels)
+        real_logits = raw_logits if raw_logits is not None and not self.augment_policy and self.ada is None else self.critic(real, labels)
         terms = {"loss_d": discriminator_loss(self.loss_kind, real_logits, self.critic(fake, labels))}
+        terms.update(self.adapt_augmentation(real_logits, len(real)))
         total = terms["loss_d"]
         if self.gp_weight:
             terms["gradient_penalty"] = gradient_penalty(lambda x: self.discriminator(x, labels), real.detach(), fake)
@@ -153,7 +175,7 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
             terms["r1"] = r1_penalty(raw_logits, real)
             total = total + 0.5 * self.r1_gamma * terms["r1"]
         terms["total_d"] = total
-        return terms
+        return terms  # total_d is the loss; the rest is logged
 
     def lazy_r1_loss(self, real: Tensor, labels: Tensor | None) -> Tensor:
         """StyleGAN2's lazy R1: a separate D step every ``r1_interval`` batches, weighted by the interval (the

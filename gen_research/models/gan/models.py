@@ -32,9 +32,10 @@ class GAN(GANBase):
         class_conditional: bool = False,
         optimizers: dict[str, dict[str, Any]] | None = None,
         diffaugment: str | None = None,
+        ada: dict[str, float] | None = None,
     ) -> None:
         super().__init__(image_shape, num_classes, latent_dim, loss, n_critic, gradient_penalty, r1_gamma, r1_interval,
-                         class_conditional, optimizers, diffaugment)
+                         class_conditional, optimizers, diffaugment, ada)
         self.save_hyperparameters()
         self.hparams.generator_hidden, self.hparams.discriminator_hidden = list(generator_hidden), list(discriminator_hidden)
         labels = self.num_classes or 0
@@ -63,9 +64,10 @@ class DCGAN(GANBase):
         conditioning: Literal["concat", "projection"] = "concat",
         optimizers: dict[str, dict[str, Any]] | None = None,
         diffaugment: str | None = None,
+        ada: dict[str, float] | None = None,
     ) -> None:
         super().__init__(image_shape, num_classes, latent_dim, loss, n_critic, gradient_penalty, r1_gamma, r1_interval,
-                         class_conditional, optimizers, diffaugment)
+                         class_conditional, optimizers, diffaugment, ada)
         self.save_hyperparameters()
         labels = self.num_classes or 0
         self.generator = DCGANGenerator(latent_dim, self.image_shape, base_channels, labels, conditioning)
@@ -95,9 +97,10 @@ class CGAN(DCGAN):
         conditioning: Literal["concat", "projection"] = "concat",
         optimizers: dict[str, dict[str, Any]] | None = None,
         diffaugment: str | None = None,
+        ada: dict[str, float] | None = None,
     ) -> None:
         super().__init__(image_shape, num_classes, latent_dim, base_channels, loss, n_critic, gradient_penalty, r1_gamma,
-                         r1_interval, spectral_norm, class_conditional, conditioning, optimizers, diffaugment)
+                         r1_interval, spectral_norm, class_conditional, conditioning, optimizers, diffaugment, ada)
 
 
 __all__ = ["CGAN", "DCGAN", "GAN"]
