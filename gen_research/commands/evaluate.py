@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     features = parser.add_argument_group("features and metrics")
     features.add_argument("--features", default="pixels", help="feature extractor: pixels, classifier, inception, clip (python -m gen_research list features)")
     features.add_argument("--feature-weights", help="classifier checkpoint, Inception weights file or CLIP model folder")
-    features.add_argument("--resize", type=int, help="pixels extractor: resize images to N x N before flattening")
+    features.add_argument("--resize", type=int, help="pixels extractor: resize images to N x N before flattening; classifier: N = its side, to read other sizes (e.g. 32x32 GANs on the 28x28 MNIST classifier)")
     features.add_argument("--clip-model", help="clip_score: local CLIP folder (model and tokenizer)")
     features.add_argument("--metrics", default="fid,kid,precision,recall,density,coverage", help="comma-separated (python -m gen_research list metrics)")
     features.add_argument("--num-images", type=int, help="images per set (default: every reference image; as many samples)")

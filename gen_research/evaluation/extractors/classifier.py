@@ -6,6 +6,7 @@ import inspect
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gen_research.errors import GenResearchError
@@ -52,12 +53,14 @@ class ClassifierFeatures(FrozenExtractor):
     """Features ``[N, feature_dim]`` (penultimate layer, after its activation) and logits ``[N, num_classes]``.
 
     ``weights`` is a Lightning checkpoint of the ``classifier`` model; ``name`` is its ``feature_name``
-    hyperparameter (e.g. ``classifier-mnist5k``). Images must have the classifier's training shape.
+    hyperparameter (e.g. ``classifier-mnist5k``). Images must have the classifier's training shape, unless
+    ``resize`` names the classifier's side: then every image (real and generated alike) is resized to it first
+    (bilinear, antialiased), e.g. ``resize: 28`` to compare a 32x32 GAN on the 28x28 MNIST classifier. Its numbers are
+    then comparable with other resized runs only, which the cache key and the metric records say.
     """
 
     def __init__(self, weights: str | None = None, resize: int | None = None, image_shape: tuple[int, int, int] | None = None) -> None:
         super().__init__()
-        reject("classifier", "resize", resize, "it reads images at the shape it was trained on; leave resize out")
         if weights is None:
             raise GenResearchError(f"the classifier extractor needs weights=<classifier checkpoint .ckpt>; {HOW_TO_TRAIN}")
         path = Path(weights).expanduser()
@@ -69,7 +72,11 @@ class ClassifierFeatures(FrozenExtractor):
         self.image_shape = tuple(self.model.image_shape)
         self.num_features = int(self.model.hparams.feature_dim)
         self.num_logits = int(self.model.num_classes)
-        if image_shape is not None:
+        self.resize = resize
+        if resize is not None and (self.image_shape[1] != self.image_shape[2] or resize != self.image_shape[1]):
+            raise GenResearchError(f"the classifier {self.name!r} reads {self.image_shape[1]}x{self.image_shape[2]} images: "
+                                   f"resize={resize} must be {self.image_shape[1]} (or leave resize out)")
+        if image_shape is not None and resize is None:
             self._check_shape(tuple(int(s) for s in image_shape))
         self.freeze()
 
@@ -85,6 +92,8 @@ class ClassifierFeatures(FrozenExtractor):
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         if images.dim() != 4:
             raise GenResearchError(f"{self.name}: expected images [N, C, H, W], got shape {tuple(images.shape)}")
+        if self.resize is not None and tuple(images.shape[2:]) != self.image_shape[1:]:
+            images = F.interpolate(images.float(), size=self.image_shape[1:], mode="bilinear", antialias=True, align_corners=False)
         self._check_shape(tuple(images.shape[1:]))
         x = images.to(next(self.model.parameters()).dtype)
         features = self.model.features(x)
@@ -95,7 +104,7 @@ class ClassifierFeatures(FrozenExtractor):
         return {
             "extractor": self.name,
             "extractor_weights": f"sha256:{self.weights_sha256}",
-            "extractor_resize": "none",
+            "extractor_resize": "none" if self.resize is None else f"{self.resize} (bilinear, antialiased)",
             "extractor_input": f"[-1,1] as is, shape {'x'.join(map(str, self.image_shape))}; penultimate (after SiLU) + logits",
         }
 

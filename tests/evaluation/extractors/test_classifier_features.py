@@ -45,12 +45,24 @@ def test_cache_key_hashes_the_weights(classifier_ckpt, tmp_path):
     assert ClassifierFeatures(weights=str(other)).cache_key()["extractor_weights"] != key["extractor_weights"]
 
 
+def test_resize_to_the_classifiers_side_reads_larger_images_as_resized_ones(classifier_ckpt, digits8):
+    x, y = digits8
+    extractor = ClassifierFeatures(weights=str(classifier_ckpt), resize=8, image_shape=(1, 16, 16))
+    larger = torch.nn.functional.interpolate(x[1500:], size=(16, 16), mode="bilinear", align_corners=False)
+    back = torch.nn.functional.interpolate(larger, size=(8, 8), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.equal(extractor(larger)["logits"], extractor(back)["logits"])
+    accuracy = (extractor(larger)["logits"].argmax(1) == y[1500:]).float().mean().item()
+    assert accuracy > 0.8, accuracy  # the digits survive the round trip: still read as themselves
+    assert extractor.cache_key()["extractor_resize"] == "8 (bilinear, antialiased)"
+    assert ClassifierFeatures(weights=str(classifier_ckpt)).cache_key()["extractor_resize"] == "none"
+
+
 def test_errors(classifier_ckpt, tmp_path):
     with pytest.raises(GenResearchError, match="classifier_mnist5k.yaml"):
         ClassifierFeatures()
     with pytest.raises(GenResearchError, match="not found.*classifier_mnist5k.yaml"):
         ClassifierFeatures(weights=str(tmp_path / "nope.ckpt"))
-    with pytest.raises(GenResearchError, match="resize"):
+    with pytest.raises(GenResearchError, match="reads 8x8 images: resize=32 must be 8"):
         ClassifierFeatures(weights=str(classifier_ckpt), resize=32)
     extractor = ClassifierFeatures(weights=str(classifier_ckpt))
     with pytest.raises(GenResearchError, match=r"\(1, 8, 8\).*\(1, 28, 28\)"):
