@@ -152,7 +152,10 @@ class LatentPrior(Protocol):
     latent_dim: int
     latent_prior: str
 
-    def decode(self, z: Tensor) -> Tensor: ...
+    def decode(self, z: Tensor, **options: Any) -> Tensor:
+        """Images in [-1, 1] of ``z``; ``options`` are the family's declared sampling options that apply to a
+        latent (a GAN's ``truncation_psi``), passed only when given."""
+        ...
 
 
 @runtime_checkable

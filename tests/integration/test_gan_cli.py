@@ -86,3 +86,29 @@ def test_a_monitor_measured_every_n_epochs_ranks_checkpoints_when_measured(workd
     assert best and all("epoch001" in p.name or "epoch003" in p.name for p in best), best
     typo = '--checkpoint.monitor=fid/pixel'  # a monitor nobody produces still fails, as in Lightning
     assert run_in_process("fit", *DCGAN, evaluation, "--trainer.max_epochs=2", typo, "--name=typo") != 0
+
+
+def test_sample_grids_of_a_dcgan_interpolate_label_with_the_classifier_and_refuse_what_it_cannot_draw(workdir, tmp_path, capsys):
+    assert run_in_process("fit", *DCGAN, "--name=grids") == 0
+    ckpt = f"--ckpt_path={only_run_dir(workdir, 'grids') / 'checkpoints' / 'last.ckpt'}"
+    from PIL import Image
+    import numpy as np
+
+    for name in ("a", "b"):
+        assert run_in_process("sample", *DCGAN, ckpt, "--grid=interpolation", "--rows=3", "--path-steps=4", f"--out={tmp_path / name}") == 0
+    assert len(list((tmp_path / "a").glob("0*.png"))) == 12 and (tmp_path / "a" / "interpolation.png").is_file()
+    a, b = (np.asarray(Image.open(tmp_path / name / "interpolation.png")) for name in ("a", "b"))
+    assert np.array_equal(a, b)  # the seed fixes the grid
+    # The shipped 28x28 MNIST classifier labels the 8x8 samples (resized): the pool's classes and the results' are recorded.
+    assert run_in_process("sample", *DCGAN, ckpt, "--grid=arithmetic", "--arithmetic=1-0+0", "--pool=64", "--columns=1",
+                          f"--out={tmp_path / 'arith'}") in (0, 2)
+    summary_file = tmp_path / "arith" / "arithmetic.json"
+    if summary_file.is_file():  # a 10-step GAN may draw no 0 or 1 at all: then the one-line error below is the answer
+        summary = json.loads(summary_file.read_text())
+        assert summary["space"] == "z" and sum(summary["pool_counts"].values()) == 64 and len(summary["results_classes"]) == 1
+    else:
+        assert "samples read as class" in capsys.readouterr().err
+    assert run_in_process("sample", *DCGAN, ckpt, "--grid=style-mixing", f"--out={tmp_path / 'mix'}") == 2
+    assert "needs a model with a style space" in capsys.readouterr().err
+    assert run_in_process("sample", *DCGAN, ckpt, "--grid=arithmetic", f"--out={tmp_path / 'x'}") == 2
+    assert not (tmp_path / "mix").exists() and not (tmp_path / "x").exists()  # refused before any folder is made

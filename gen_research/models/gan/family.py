@@ -111,10 +111,10 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
     def sampling_network(self) -> nn.Module:
         return self.generator
 
-    def decode(self, z: Tensor) -> Tensor:
-        """G(z) in [-1, 1]; a conditional GAN draws classes 0, 1, ..., C-1 in turn (LatentPrior)."""
+    def decode(self, z: Tensor, truncation_psi: float = 1.0) -> Tensor:
+        """G(psi * z) in [-1, 1]; a conditional GAN draws classes 0, 1, ..., C-1 in turn (LatentPrior)."""
         labels = torch.arange(len(z), device=self.device) % self.num_classes if self.num_classes else None
-        return self.generator(z.to(self.device), labels).clamp(-1.0, 1.0)
+        return self.generator(z.to(self.device) * truncation_psi, labels).clamp(-1.0, 1.0)
 
     def latents(self, count: int, generator: torch.Generator | None = None) -> Tensor:
         device = generator.device if generator is not None else self.device
