@@ -26,7 +26,7 @@ from torchmetrics.functional.image.perceptual_path_length import perceptual_path
 from torchmetrics.image import PerceptualPathLength
 
 from gen_research.errors import GenResearchError
-from gen_research.models.contract import LatentPrior, can
+from gen_research.models.contract import LatentPrior, StyleSpace, can
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor, as_rgb
 from gen_research.evaluation.specs._common import Spec, to_float
 from gen_research.registry import METRICS
@@ -172,9 +172,12 @@ class LPIPSDistance(nn.Module):
 
 
 class LatentGenerator(nn.Module):
-    """torchmetrics' generator interface over a model with ``latent_dim`` and ``decode(z)`` in [-1, 1].
+    """torchmetrics' generator interface over a model with a latent prior, in [0, 255].
 
-    The model is held outside the module tree so that torchmetrics' ``generator.to(device)`` never moves it.
+    Paths are in z (``decode(z)``), or in W for a model with a style space (StyleGAN): ``sample`` maps z to w and the
+    images are synthesized from w with constant noise, as the StyleGAN papers' W-space PPL (NVlabs' ``ppl_wend``:
+    end-point sampling, which torchmetrics' t = 0 with epsilon 1e-4 is). The model is held outside the module tree so
+    that torchmetrics' ``generator.to(device)`` never moves it.
     """
 
     def __init__(self, model: Any, generator: torch.Generator) -> None:
@@ -183,13 +186,19 @@ class LatentGenerator(nn.Module):
         self.rng = generator
         params = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
         self.model_device = params.device if params is not None else torch.device("cpu")
+        self.space = "w" if can(model, StyleSpace) else "z"
 
     def sample(self, num_samples: int) -> Tensor:
-        z = torch.randn(num_samples, int(self.model.latent_dim), generator=self.rng, device=self.rng.device)
-        return z.to(self.model_device)
+        z = torch.randn(num_samples, int(self.model.latent_dim), generator=self.rng, device=self.rng.device).to(self.model_device)
+        return self.model.to_w(z)[:, 0] if self.space == "w" else z
 
-    def forward(self, z: Tensor) -> Tensor:
-        return (self.model.decode(z.to(self.model_device)).float().clamp(-1.0, 1.0) + 1.0) * 127.5
+    def forward(self, codes: Tensor) -> Tensor:
+        codes = codes.to(self.model_device)
+        if self.space == "w":
+            images = self.model.synthesize(codes[:, None].expand(-1, int(self.model.num_ws), -1), noise_mode="const")
+        else:
+            images = self.model.decode(codes)
+        return (images.float().clamp(-1.0, 1.0) + 1.0) * 127.5
 
 
 class LocalPPL(PerceptualPathLength):
@@ -220,7 +229,8 @@ class LocalPPL(PerceptualPathLength):
 
 
 class PPL(Spec):
-    """Perceptual path length (Karras et al. 2019) of a latent-variable model's decoder, z ~ N(0, I).
+    """Perceptual path length (Karras et al. 2019) of a latent-variable model's decoder, z ~ N(0, I); in W for a
+    model with a style space (StyleGAN), as its papers report it (the key stays ``ppl``).
 
     Needs the model, not features: the evaluator calls ``update_generator(metric, model, generator)`` once.
     ``sim_net`` (an nn.Module mapping two [-1, 1] image batches to [N] distances) replaces LPIPS, for tests;

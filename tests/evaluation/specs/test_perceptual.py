@@ -204,3 +204,35 @@ def test_ppl_default_uses_local_lpips(local_alexnet, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(GenResearchError, match=ALEX):
         METRICS.get("ppl")().build(FakeExtractor(8), EvalOptions())
+
+
+class ToyStyleGAN(nn.Module):
+    """A style space: w = 3 tanh(z) (a nonlinear mapping), images = w itself (a linear synthesis), 2 style layers."""
+
+    latent_dim, latent_prior, w_dim, num_ws, style_mixing_crossover = 64, "standard_normal", 64, 2, 1
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def to_w(self, z, labels=None, truncation_psi=1.0, truncation_cutoff=None):
+        return (3 * torch.tanh(z))[:, None].expand(-1, self.num_ws, -1)
+
+    def synthesize(self, ws, noise_mode="const", generator=None):
+        assert noise_mode == "const"  # PPL is measured without per-pixel noise, as NVlabs does
+        return (self.scale * ws[:, 0]).view(-1, 1, 8, 8) / 3
+
+    def decode(self, z, **options):
+        return self.synthesize(self.to_w(z))
+
+
+def test_ppl_of_a_style_model_walks_w_not_z():
+    model = ToyStyleGAN()
+    walker = perceptual.LatentGenerator(model, torch.Generator().manual_seed(3))
+    z = torch.randn(5, 64, generator=torch.Generator().manual_seed(3))
+    assert walker.space == "w" and torch.equal(walker.sample(5), 3 * torch.tanh(z))  # the path's ends are w's
+    in_w = run_ppl(model)["ppl"]
+    z_walk = Scaled(model)  # the same images decoded from z (Scaled only forwards decode): a path in z
+    z_walk.decode = lambda z: model.decode(z)
+    assert not perceptual.LatentGenerator(z_walk, torch.Generator()).space == "w"
+    assert in_w != pytest.approx(run_ppl(z_walk)["ppl"], rel=0.05)  # tanh bends z paths: the spaces differ
