@@ -2,5 +2,6 @@
 networks are shared by the GANs to come."""
 
 from gen_research.models.gan.models import CGAN, DCGAN, GAN
+from gen_research.models.gan.stylegan import StyleGAN
 
-__all__ = ["CGAN", "DCGAN", "GAN"]
+__all__ = ["CGAN", "DCGAN", "GAN", "StyleGAN"]

@@ -1,0 +1,44 @@
+"""StyleGAN2 through the command line: a fit with G's EMA resumes exactly from a crash across lazy R1 and
+path-length steps, and ``sample`` takes the truncation options (psi and cutoff in W) and the noise mode."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
+
+pytestmark = pytest.mark.integration
+STYLEGAN = ["--config", str(TEST_CONFIGS / "tiny_stylegan.yaml")]
+EVERY_STEP = "--checkpoint.every_n_train_steps=1"
+CRASH = '--trainer.callbacks+={{"class_path": "tests.integration.helpers.CrashAtStep", "init_args": {{"step": {}}}}}'
+
+
+def test_stylegan_crash_and_resume_matches_an_uninterrupted_run(workdir):
+    # R1 every 3 batches (0, 3, 6), path length every 2 (0, 2, 4, 6): the crash at 5 has both on each side.
+    assert run_in_process("fit", *STYLEGAN, EVERY_STEP, "--name=full") == 0
+    with pytest.raises(SimulatedCrash):
+        run_in_process("fit", *STYLEGAN, EVERY_STEP, "--name=split", CRASH.format(5))
+    assert run_in_process("fit", *STYLEGAN, EVERY_STEP, "--name=split", "--ckpt_path=last") == 0
+    full, resumed = last_checkpoint(workdir, "full"), last_checkpoint(workdir, "split")
+    discriminator_steps, generator_steps = (s["state"][0]["step"].item() for s in full["optimizer_states"])
+    assert full["global_step"] == 8 and (discriminator_steps, generator_steps) == (8 + 3, 8 + 4)
+    assert full["state_dict"]["pl_mean"].item() > 0
+    assert_same_training_state(full, resumed)  # both optimizers, EMA of G, w_avg, pl_mean, images seen, RNG
+
+
+def test_sample_takes_truncation_in_w_and_the_noise_mode(workdir, tmp_path):
+    assert run_in_process("fit", *STYLEGAN, "--trainer.max_epochs=1", "--name=psi") == 0
+    ckpt = str(only_run_dir(workdir, "psi") / "checkpoints" / "last.ckpt")
+    folders = {}
+    for psi in ("1", "0.5", "0"):
+        folders[psi] = tmp_path / f"psi{psi}"
+        assert run_in_process("sample", *STYLEGAN, f"--ckpt_path={ckpt}", "--num-images=8", f"--truncation-psi={psi}",
+                              "--noise-mode=const", f"--out={folders[psi]}") == 0
+    images = {psi: np.stack([np.asarray(Image.open(folder / f"{i:05d}.png")) for i in range(8)]).astype(float) for psi, folder in folders.items()}
+    assert images["0"].std(0).max() == 0  # psi 0 with constant noise: every sample is synthesize(w_avg)
+    assert images["0.5"].std(0).mean() < images["1"].std(0).mean()  # truncation narrows the samples
+    cut = tmp_path / "cutoff"
+    assert run_in_process("sample", *STYLEGAN, f"--ckpt_path={ckpt}", "--num-images=8", "--truncation-psi=0", "--truncation-cutoff=2",
+                          "--noise-mode=const", f"--out={cut}") == 0
+    assert np.stack([np.asarray(Image.open(cut / f"{i:05d}.png")) for i in range(8)]).astype(float).std(0).max() > 0  # fine styles free
+    assert run_in_process("sample", *STYLEGAN, f"--ckpt_path={ckpt}", "--truncation-cutoff=9", f"--out={tmp_path / 'bad'}") == 2
