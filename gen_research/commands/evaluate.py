@@ -172,7 +172,9 @@ def evaluate_command(argv: list[str]) -> int:
     else:
         evaluator, context = _evaluate_checkpoint(args, make_evaluator, cache, bar, device)
     results = evaluator.compute()
+    settings = context.pop("sampling", {})
     print_results(results, context)
+    results.update({f"sampling/{name}": value for name, value in settings.items()})  # e.g. the truncation psi used
     if args.json:
         atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")  # all or nothing, temp file beside it
         print(f"Results: {args.json}")
@@ -275,7 +277,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: A
     from gen_research.evaluation.set_sizes import check_set_sizes
 
     from gen_research.commands.sampling_options import sampling_plan
-    from gen_research.models.contract import SamplingContext
+    from gen_research.models.contract import ModelFamily, SamplingContext
 
     model, datamodule, data_config = load_model_and_data(args.config, args.ckpt_path)
     model = model.to(device).eval()
@@ -300,9 +302,13 @@ def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: A
         _feed_reference(evaluator, lambda: image_batches(train_set, args.batch_size), key, cache, bar, "train", train_set)
     feeder.feed(evaluator, progress=bar("features of generated images"))
     what = feeder.describe(args.split) if evaluator.needs_fakes else "pairs only"
-    if plan.options:
-        what += " with " + ", ".join(f"{name}={value}" for name, value in plan.options.items())
-    return evaluator, {"checkpoint": args.ckpt_path, "reference": f"{args.split} split, {num_real} images", "generated": what}
+    defaults = model.sampling_defaults() if isinstance(model, ModelFamily) else {}
+    used = {**{k: v for k, v in defaults.items() if v is not None}, **plan.options} if evaluator.needs_fakes else {}
+    if used:
+        what += " with " + ", ".join(f"{name}={value}" + ("" if name in plan.options else " (default)") for name, value in used.items())
+    numbers = {name: float(value) for name, value in used.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return evaluator, {"checkpoint": args.ckpt_path, "reference": f"{args.split} split, {num_real} images", "generated": what,
+                       "sampling": numbers}
 
 
 def print_results(results: dict[str, float], context: dict[str, str]) -> None:

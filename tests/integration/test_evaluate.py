@@ -80,7 +80,9 @@ def test_checkpoint_mode_samples_with_a_seed(workdir):
     ckpt = str(next((workdir / "runs" / "tiny_vae").glob("*/checkpoints/last.ckpt")))
     args = ["--config", config, "--ckpt_path", ckpt, "--num-images", "150", "--metrics", "fid,kid,precision,recall,density,coverage"]
     first = evaluate(workdir, *args)
-    assert set(first) == KEYS and all(np.isfinite(v) for v in first.values())
+    assert set(first) == KEYS | {"sampling/temperature"} and all(np.isfinite(v) for v in first.values())
+    assert first["sampling/temperature"] == 1.0  # the setting the samples were drawn with is recorded with the metrics
+    assert evaluate(workdir, *args, "--temperature", "0.5")["sampling/temperature"] == 0.5
     assert evaluate(workdir, *args) == first  # same seed, same samples, same numbers
     assert evaluate(workdir, *args, "--seed", "1") != first
 
@@ -182,7 +184,7 @@ def test_ppl_of_a_checkpoint_and_not_of_folders(digit_folders, workdir, capsys, 
     assert run_in_process("fit", "--config", config, "--trainer.enable_progress_bar=false", "--trainer.logger=false", "--trainer.max_epochs=1") == 0
     ckpt = str(next((workdir / "runs" / "tiny_vae").glob("*/checkpoints/last.ckpt")))
     first = evaluate(workdir, "--config", config, "--ckpt_path", ckpt, "--metrics", "ppl,fid", "--num-images", "100")
-    assert set(first) == {"ppl/lpips-alex", "ppl_std/lpips-alex", "fid/pixels"} and first["ppl/lpips-alex"] > 0  # named after LPIPS
+    assert set(first) == {"ppl/lpips-alex", "ppl_std/lpips-alex", "fid/pixels", "sampling/temperature"} and first["ppl/lpips-alex"] > 0  # named after LPIPS
     assert evaluate(workdir, "--config", config, "--ckpt_path", ckpt, "--metrics", "ppl,fid", "--num-images", "100") == first
     real = str(digit_folders / "real")
     assert run_in_process("evaluate", "--real", real, "--fake", real, "--metrics", "ppl") == 2
