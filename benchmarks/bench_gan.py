@@ -2,13 +2,18 @@
 
     python benchmarks/bench_gan.py dcgan_mnist5k cgan_mnist5k            # trains each (the experiment's budget), then measures
     python benchmarks/bench_gan.py dcgan_mnist5k --run runs/dcgan_mnist5k/<run>   # measures a trained run
+    python benchmarks/bench_gan.py stylegan_mnist5k progan_mnist5k               # 32x32: + psi sweep and grids
 
 Each experiment's best checkpoint (by the FID its evaluation callback measured on the validation split) is
 evaluated with ``evaluate`` on the shipped MNIST classifier's features against the **test** split (500 images),
 500 samples, seed 0, truncation off: FID, KID, precision, recall, density, coverage, and for class-conditional models
 the classifier's agreement with the class asked for (``accuracy``, classes drawn in turn). The issue's claims are
 checked and printed PASS/FAIL: cgan accuracy >= 0.95; dcgan FID <= 50 (within 2x of the class-conditional DDPM's 25.1
-measured the same way). It writes summary.json into --out. Not a test: minutes per model; docs/results.md reports it.
+measured the same way); stylegan: a truncation sweep psi 0.5 / 0.7 / 1.0 (``evaluate --truncation-psis``) shows
+precision rising and recall falling as psi falls. The 32x32 models (stylegan, progan) are read by the 28x28 classifier
+through its ``--resize 28`` (reals and fakes alike). Grids (samples; latent interpolation; style mixing for a
+StyleGAN) are drawn with ``sample --grid`` into --out. It writes summary.json into --out. Not a test: minutes per
+model; docs/results.md reports it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CLAIMS = {"cgan_mnist5k": ("accuracy/classifier-mnist5k", ">=", 0.95), "dcgan_mnist5k": ("fid/classifier-mnist5k", "<=", 50.0)}
+RESIZED = {"stylegan_mnist5k": 28, "progan_mnist5k": 28}  # 32x32 models on the 28x28 classifier
+PSI_SWEEPS = {"stylegan_mnist5k": "0.5,0.7,1.0"}
+GRIDS = {"stylegan_mnist5k": ("interpolation", "style-mixing"), "progan_mnist5k": ("interpolation",)}
 
 
 def run(*args: str) -> None:
@@ -39,10 +47,26 @@ def measure(experiment: str, run_dir: Path, out: Path) -> dict:
     ckpt = best[-1] if best else run_dir / "checkpoints" / "last.ckpt"
     metrics = "fid,kid,precision,recall,density,coverage" + (",accuracy" if experiment.startswith("cgan") else "")
     result = out / f"{experiment}.json"
-    run("evaluate", "--config", str(config), "--ckpt_path", str(ckpt), "--split", "test", "--features", "classifier",
-        "--feature-weights", "package://classifier-mnist5k.ckpt", "--metrics", metrics, "--num-images", "500", "--seed", "0",
-        "--kid-subset-size", "250", "--kid-subsets", "50", "--json", str(result))
-    return {"experiment": experiment, "checkpoint": str(ckpt), **json.loads(result.read_text())}
+    common = ["--config", str(config), "--ckpt_path", str(ckpt), "--split", "test", "--features", "classifier",
+              "--feature-weights", "package://classifier-mnist5k.ckpt", "--num-images", "500", "--seed", "0",
+              "--kid-subset-size", "250", "--kid-subsets", "50"]
+    if experiment in RESIZED:
+        common += ["--resize", str(RESIZED[experiment])]
+    run("evaluate", *common, "--metrics", metrics, "--json", str(result))
+    row = {"experiment": experiment, "checkpoint": str(ckpt), **json.loads(result.read_text())}
+    if experiment in PSI_SWEEPS:
+        sweep = out / f"{experiment}-psi"
+        run("evaluate", *common, "--metrics", "fid,precision,recall", "--truncation-psis", PSI_SWEEPS[experiment], "--out", str(sweep))
+        points = sorted(json.loads((sweep / "psi.json").read_text())["rows"], key=lambda p: p["truncation_psi"])
+        row["psi_sweep"] = points
+        precision = [p["precision/classifier-mnist5k"] for p in points]  # psi ascending
+        recall = [p["recall/classifier-mnist5k"] for p in points]
+        holds = precision == sorted(precision, reverse=True) and recall == sorted(recall)
+        row["claim"] = f"precision rises and recall falls as psi falls: {'PASS' if holds else 'FAIL'} (precision {precision}, recall {recall}, psi ascending)"
+        print(row["claim"])
+    for grid in GRIDS.get(experiment, ()):
+        run("sample", "--config", str(config), "--ckpt_path", str(ckpt), "--grid", grid, "--seed", "0", "--out", str(out / f"{experiment}-{grid}"))
+    return row
 
 
 def main() -> int:
@@ -66,7 +90,7 @@ def main() -> int:
             seconds = round(time.perf_counter() - start, 1)
             run_dir = newest_run(Path(args.runs_root), experiment)
         row = {**measure(experiment, run_dir, out), "train_seconds": seconds}
-        if experiment in CLAIMS:
+        if experiment in CLAIMS and "claim" not in row:
             key, op, bound = CLAIMS[experiment]
             value = row[key]
             row["claim"] = f"{key} {op} {bound}: {'PASS' if (value >= bound if op == '>=' else value <= bound) else 'FAIL'} ({value:.4g})"
