@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from gen_research.errors import GenResearchError
@@ -54,6 +55,17 @@ class MultiNetworkTraining:
         raise NotImplementedError(f"{type(self).__name__} must implement training_iteration(batch, batch_idx)")
 
     # ---- what the mixin provides -------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Under DDP, let each network's step leave the others without gradients: a D step does not use G's
+        parameters, so DDP's default (``find_unused_parameters=False``) stops at the first step with "parameters that
+        were not used in producing the loss". The setup hook runs before the strategy wraps the model."""
+        super().setup(stage)  # type: ignore[misc]
+        strategy = self.trainer.strategy  # type: ignore[attr-defined]
+        ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)  # DDPStrategy's DistributedDataParallel keywords
+        if isinstance(ddp_kwargs, dict) and not ddp_kwargs.get("find_unused_parameters", False):
+            ddp_kwargs["find_unused_parameters"] = True
+            rank_zero_info(f"{type(self).__name__}: DDP with find_unused_parameters=True (each network steps alone)")
+
     def network(self, name: str) -> nn.Module:
         """The submodule ``name`` (a key of ``optimizer_specs``); an unknown name lists the submodules."""
         module = getattr(self, name, None)

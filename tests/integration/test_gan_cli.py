@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
+from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process, run_subprocess
 
 pytestmark = pytest.mark.integration
 DCGAN = ["--config", str(TEST_CONFIGS / "tiny_dcgan.yaml")]
@@ -112,3 +112,14 @@ def test_sample_grids_of_a_dcgan_interpolate_label_with_the_classifier_and_refus
     assert "needs a model with a style space" in capsys.readouterr().err
     assert run_in_process("sample", *DCGAN, ckpt, "--grid=arithmetic", f"--out={tmp_path / 'x'}") == 2
     assert not (tmp_path / "mix").exists() and not (tmp_path / "x").exists()  # refused before any folder is made
+
+
+def test_a_gan_trains_under_plain_ddp_on_two_cpu_processes(workdir):
+    """DDP's default refuses a step that leaves parameters without gradients (a D step never touches G's): the
+    multi-network mixin switches find_unused_parameters on, so the GPU experiments' plain `strategy: ddp` works."""
+    result = run_subprocess("fit", *DCGAN, "--trainer.strategy=ddp", "--trainer.accelerator=cpu", "--trainer.devices=2",
+                            "--name=ddp", cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = last_checkpoint(workdir, "ddp")
+    assert state["global_step"] == 10 and [s["state"][0]["step"].item() for s in state["optimizer_states"]] == [10, 10]
+    assert int(state["state_dict"]["images_seen"]) == 10 * 32 * 2  # 10 batches of 32 on each of the 2 ranks
