@@ -94,10 +94,11 @@ class ProGAN(GANBase):
         drift_penalty: float = 0.001,
         optimizers: dict[str, dict[str, Any]] | None = None,
         diffaugment: str | None = None,
+        ada: dict[str, float] | None = None,
     ) -> None:
         super().__init__(image_shape=image_shape, num_classes=num_classes, latent_dim=latent_dim, loss=loss, n_critic=n_critic,
                          gradient_penalty=gradient_penalty, r1_gamma=0.0, r1_interval=1, class_conditional=False,
-                         optimizers=optimizers, diffaugment=diffaugment)
+                         optimizers=optimizers, diffaugment=diffaugment, ada=ada)
         self.save_hyperparameters()
         _check_count("base_channels", base_channels, 1, "e.g. 512 (the paper) or 16")
         _check_count("max_channels", max_channels, 1, "e.g. 512 (the paper) or 32")
