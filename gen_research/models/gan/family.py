@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from gen_research.errors import GenResearchError
@@ -26,7 +27,7 @@ from gen_research.models.contract import ModelFamily, SamplingOption
 from gen_research.models.gan.ada import AdaptiveAugment, check_ada_settings
 from gen_research.models.gan.diffaugment import diff_augment, parse_policy
 from gen_research.models.gan.losses import check_loss, discriminator_loss, generator_loss
-from gen_research.models.gan.regularizers import gradient_penalty, lazy_regularization, r1_penalty
+from gen_research.models.gan.regularizers import gradient_penalty, lazy_regularization, r1_gamma_heuristic, r1_penalty
 from gen_research.training.multi_network import MultiNetworkTraining
 from gen_research.training.optimizers import optimizer_specs
 
@@ -56,7 +57,7 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         loss: str,
         n_critic: int,
         gradient_penalty: float,
-        r1_gamma: float,
+        r1_gamma: float | Literal["auto"],
         r1_interval: int,
         class_conditional: bool,
         optimizers: dict[str, dict[str, Any]] | None,
@@ -68,7 +69,8 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         check_loss(loss)
         check_number(name, "n_critic", n_critic, low=1, hint="1 (one D step per G step) or e.g. 5 (WGAN-GP)")
         check_number(name, "gradient_penalty", gradient_penalty, low=0.0, hint="0 (off) or 10 (WGAN-GP)")
-        check_number(name, "r1_gamma", r1_gamma, low=0.0, hint="0 (off) or e.g. 10")
+        if r1_gamma != "auto":
+            check_number(name, "r1_gamma", r1_gamma, low=0.0, hint="0 (off), e.g. 10, or auto (0.0002 * side^2 / batch)")
         check_number(name, "r1_interval", r1_interval, low=1, hint="1 (every step) or 16 (lazy, as StyleGAN2)")
         if not (isinstance(latent_dim, int) and latent_dim >= 1):
             raise GenResearchError(f"{name}: model.init_args.latent_dim={latent_dim!r} must be a positive integer")
@@ -79,7 +81,9 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         self.loss_kind = loss
         self.n_critic = n_critic
         self.gp_weight = gradient_penalty
-        self.r1_gamma = r1_gamma
+        # "auto": StyleGAN2-ADA's heuristic, resolved in setup once the batch (all ranks) is known.
+        self.r1_gamma_auto = r1_gamma == "auto"
+        self.r1_gamma = 0.0 if self.r1_gamma_auto else r1_gamma
         self.r1_interval = r1_interval
         self.class_conditional = class_conditional
         self.augment_policy = parse_policy(diffaugment)  # DiffAugment on every image D sees in training (diffaugment.py)
@@ -91,13 +95,28 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         if class_conditional:
             self.BATCH_FIELDS = ("image", "label")  # the contract: it trains on labels too
         specs = optimizer_specs(optimizers, self.NETWORKS, defaults={n: DEFAULT_OPTIMIZER for n in self.NETWORKS})
-        if r1_gamma and r1_interval > 1:  # lazy R1 (StyleGAN2): D's lr and betas adjusted so the regularized run matches
+        if (r1_gamma == "auto" or r1_gamma) and r1_interval > 1:  # lazy R1 (StyleGAN2): D's lr and betas adjusted so the regularized run matches
             lr, betas = lazy_regularization(specs["discriminator"].lr, tuple(specs["discriminator"].betas), r1_interval)
             specs["discriminator"] = dataclasses.replace(specs["discriminator"], lr=lr, betas=betas)
         self.optimizer_specs = specs
         # Images D has seen (all ranks): ADA's p schedule, ProGAN's growth phases and the logs count in images, as
         # NVlabs' kimg does; a buffer, so checkpoints carry it and a resumed run continues the same schedule.
         self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
+
+    def setup(self, stage: str) -> None:
+        """Resolve ``r1_gamma: auto`` (NVlabs' 0.0002 * side^2 / batch, the batch over all ranks) and log it."""
+        super().setup(stage)
+        if not self.r1_gamma_auto or self.r1_gamma:
+            return
+        batch = getattr(self.trainer.datamodule, "batch_size", None) if self.trainer.datamodule is not None else None
+        if not isinstance(batch, int):
+            raise GenResearchError(f"{type(self).__name__.lower()}: r1_gamma: auto needs a data module with a batch_size; "
+                                   "set model.init_args.r1_gamma to a number")
+        self.r1_gamma = r1_gamma_heuristic(int(self.image_shape[-1]), batch * self.trainer.world_size)
+        rank_zero_info(f"{type(self).__name__.lower()}: r1_gamma auto = {self.r1_gamma:.6g} "
+                       f"(0.0002 * {self.image_shape[-1]}^2 / batch {batch * self.trainer.world_size})")
+        for logger in self.trainer.loggers:
+            logger.log_hyperparams({"r1_gamma_effective": self.r1_gamma})
 
     # ---- networks (subclasses) --------------------------------------------------------------------
     generator: nn.Module

@@ -84,7 +84,7 @@ class StyleGAN(GANBase):
         mbstd_group_size: int = 4,
         mbstd_num_channels: int = 1,
         loss: Loss = "non_saturating",
-        r1_gamma: float = 10.0,
+        r1_gamma: float | Literal["auto"] = 10.0,
         r1_interval: int = 16,
         style_mixing_probability: float = 0.9,
         pl_weight: float = 2.0,

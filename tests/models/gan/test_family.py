@@ -102,3 +102,13 @@ def test_a_gan_is_a_latent_prior_and_the_grid_draws_latent_walks(tmp_path):
     grid = SampleGridLogger(num_samples=4, interpolation_pairs=2, interpolation_steps=5)
     grid.log_grids(FakeTrainer(), model, torch.zeros(4, 1, 8, 8))
     assert sorted(p.name for p in grid.saved) == ["epoch000-latent_interpolations.png", "epoch000-samples.png"]
+
+
+def test_r1_gamma_auto_is_nvlabs_heuristic_of_the_side_and_the_batch():
+    torch.manual_seed(0)
+    model = DCGAN(**TINY, r1_gamma="auto", r1_interval=4)
+    assert model.optimizer_specs["discriminator"].lr == pytest.approx(2e-4 * 4 / 5)  # lazy R1 is on before gamma is known
+    fit(model, 4)
+    assert model.r1_gamma == pytest.approx(0.0002 * 8**2 / 16)  # side 8, batch 16
+    with pytest.raises(GenResearchError, match="r1_gamma"):
+        DCGAN(**TINY, r1_gamma="often")
