@@ -40,12 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     grids = parser.add_argument_group("latent grids (--grid other than samples)")
     grids.add_argument("--grid", choices=GRIDS, default="samples", help="what to draw (default samples)")
     grids.add_argument("--rows", type=int, help="interpolation: paths (8); style-mixing: row sources (5)")
-    grids.add_argument("--path-steps", dest="path_steps", type=int, default=10, help="interpolation: images per path (10)")
+    grids.add_argument("--path-steps", dest="path_steps", type=int, help="interpolation: images per path (10)")
     grids.add_argument("--columns", type=int, help="style-mixing: column sources (6); arithmetic: images per row (8)")
     grids.add_argument("--crossover", type=int, help="style-mixing: first layer taken from the column (default: the model's)")
     grids.add_argument("--arithmetic", help="arithmetic: A-B+C with class numbers, e.g. 7-1+1")
-    grids.add_argument("--pool", type=int, default=2000, help="arithmetic: latents drawn and labelled by the classifier (2000)")
-    grids.add_argument("--classifier", default="package://classifier-mnist5k.ckpt", help="arithmetic: classifier checkpoint that labels samples")
+    grids.add_argument("--pool", type=int, help="arithmetic: latents drawn and labelled by the classifier (2000)")
+    grids.add_argument("--classifier", help="arithmetic: classifier checkpoint that labels samples (default package://classifier-mnist5k.ckpt)")
     return parser
 
 
@@ -67,7 +67,12 @@ def check_arguments(args: argparse.Namespace) -> None:
                           ("--columns", args.columns), ("--pool", args.pool)):
         if value is not None and value < 1:
             raise GenResearchError(f"{option} {value}: must be at least 1; pass a positive {option}")
-    if args.path_steps < 2:
+    applies = {"rows": ("interpolation", "style-mixing"), "path_steps": ("interpolation",), "columns": ("style-mixing", "arithmetic"),
+               "crossover": ("style-mixing",), "pool": ("arithmetic",), "classifier": ("arithmetic",)}
+    for name, grids in applies.items():  # a layout flag the chosen grid does not use is refused, not ignored
+        if getattr(args, name) is not None and args.grid not in grids:
+            raise GenResearchError(f"--{name.replace('_', '-')} applies to --grid {' / '.join(grids)}; drop it for --grid {args.grid}")
+    if args.path_steps is not None and args.path_steps < 2:
         raise GenResearchError(f"--path-steps {args.path_steps}: a path needs at least 2 images")
     if (args.grid == "arithmetic") != (args.arithmetic is not None):
         raise GenResearchError("--grid arithmetic and --arithmetic A-B+C go together; pass both or neither")
@@ -160,16 +165,16 @@ def _latent_grid_into(out: Path, args: argparse.Namespace, model: Any, plan: Any
     summary = None
     with torch.no_grad():
         if args.grid == "interpolation":
-            nrow = args.path_steps
+            nrow = args.path_steps or 10
             images = latent_grids.interpolation_grid(model, args.rows or 8, nrow, generator, plan.options)
         elif args.grid == "style-mixing":
             nrow = (args.columns or 6) + 1
             images = latent_grids.style_mixing_grid(model, args.rows or 5, nrow - 1, args.crossover, generator, plan.options)
         else:
             nrow = args.columns or 8
-            classify = _classifier(args.classifier, device)
+            classify = _classifier(args.classifier or "package://classifier-mnist5k.ckpt", device)
             images, summary = latent_grids.latent_arithmetic(model, latent_grids.Arithmetic.parse(args.arithmetic), classify,
-                                                             nrow, args.pool, generator, plan.options, args.batch_size)
+                                                             nrow, args.pool or 2000, generator, plan.options, args.batch_size)
     images = images.float().clamp(-1, 1).cpu()
     for index, image in enumerate(images):
         save_grid(image[None], out / f"{index:05d}.png", nrow=1, padding=0)

@@ -42,3 +42,15 @@ def test_sample_takes_truncation_in_w_and_the_noise_mode(workdir, tmp_path):
                           "--noise-mode=const", f"--out={cut}") == 0
     assert np.stack([np.asarray(Image.open(cut / f"{i:05d}.png")) for i in range(8)]).astype(float).std(0).max() > 0  # fine styles free
     assert run_in_process("sample", *STYLEGAN, f"--ckpt_path={ckpt}", "--truncation-cutoff=9", f"--out={tmp_path / 'bad'}") == 2
+    # The latent grids of the same checkpoint: style mixing (NVlabs' layout) and a walk in W, the same for the same seed.
+    layouts = {"style-mixing": ["--columns=3", "--crossover=1"], "interpolation": ["--path-steps=4"]}
+    for grid, count in (("style-mixing", (2 + 1) * (3 + 1)), ("interpolation", 2 * 4)):
+        for name in ("a", "b"):
+            out = tmp_path / f"{grid}-{name}"
+            assert run_in_process("sample", *STYLEGAN, f"--ckpt_path={ckpt}", f"--grid={grid}", "--rows=2", *layouts[grid], f"--out={out}") == 0
+        first, second = (np.asarray(Image.open(tmp_path / f"{grid}-{name}" / f"{grid}.png")) for name in ("a", "b"))
+        assert len(list((tmp_path / f"{grid}-a").glob("0*.png"))) == count and np.array_equal(first, second)
+    mixing = [np.asarray(Image.open(tmp_path / "style-mixing-a" / f"{i:05d}.png")).astype(float) for i in range(12)]
+    assert mixing[0].max() == 0  # the blank corner
+    assert not np.array_equal(mixing[5], mixing[4]) and not np.array_equal(mixing[5], mixing[1])  # a mix is neither source
+    assert run_in_process("sample", *STYLEGAN, f"--ckpt_path={ckpt}", "--grid=interpolation", "--crossover=1", f"--out={tmp_path / 'x'}") == 2
