@@ -231,10 +231,15 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         self.log_dict({f"train/{k}": v for k, v in logged.items()}, prog_bar=True, batch_size=len(real))
         return logged
 
+    def eval_fakes(self, count: int, labels: Tensor | None) -> Tensor:
+        """Generated images for the held-out losses, from the seeded evaluation generator (the global, checkpointed
+        training stream is never touched); StyleGAN overrides it to draw its noise from the same generator."""
+        z = torch.randn(count, self.latent_dim, generator=self.eval_generator(), device=self.device)
+        return self.generator(z, labels)
+
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         real, labels = batch["image"], self._labels(batch)
-        z = torch.randn(len(real), self.latent_dim, generator=self.eval_generator(), device=self.device)
-        real_logits, fake_logits = self.discriminator(real, labels), self.discriminator(self.generator(z, labels), labels)
+        real_logits, fake_logits = self.discriminator(real, labels), self.discriminator(self.eval_fakes(len(real), labels), labels)
         metrics = {"loss_d": discriminator_loss(self.loss_kind, real_logits, fake_logits), "loss_g": generator_loss(self.loss_kind, fake_logits)}
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, on_epoch=True, sync_dist=True, batch_size=len(real))
         return metrics

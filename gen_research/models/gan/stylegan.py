@@ -26,7 +26,7 @@ from gen_research.errors import GenResearchError
 from gen_research.models.common import check_number
 from gen_research.models.contract import SamplingContext, SamplingOption
 from gen_research.models.gan.family import GANBase, Loss
-from gen_research.models.gan.losses import discriminator_loss, generator_loss
+from gen_research.models.gan.losses import generator_loss
 from gen_research.models.gan.regularizers import lazy_regularization
 from gen_research.models.gan.stylegan_networks import StyleGANDiscriminator, StyleGANGenerator
 from gen_research.registry import MODELS
@@ -248,21 +248,9 @@ class StyleGAN(GANBase):
         logged["pl_penalty"] = penalty.detach()
         return penalty
 
-    def _stylegan_eval_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
-        """GANBase's losses on held-out data, with z and the noise from the seeded evaluation generator (the global,
-        checkpointed training stream is never touched)."""
-        real, labels = batch["image"], self._labels(batch)
-        fake = self.sample(len(real), labels, generator=self.eval_generator())
-        real_logits, fake_logits = self.discriminator(real, labels), self.discriminator(fake, labels)
-        metrics = {"loss_d": discriminator_loss(self.loss_kind, real_logits, fake_logits), "loss_g": generator_loss(self.loss_kind, fake_logits)}
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, on_epoch=True, sync_dist=True, batch_size=len(real))
-        return metrics
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._stylegan_eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._stylegan_eval_step(batch, "test")
+    def eval_fakes(self, count: int, labels: Tensor | None) -> Tensor:
+        """z and the per-pixel noise both from the seeded evaluation generator (the training stream is never touched)."""
+        return self.sample(count, labels, generator=self.eval_generator())
 
 
 def with_defaults(optimizers: Any, networks: tuple[str, ...]) -> Any:
