@@ -126,13 +126,16 @@ def latent_arithmetic(model: Any, arithmetic: Arithmetic, classify: Any, count: 
     members = {}
     for name, label in (("A", arithmetic.plus), ("B", arithmetic.minus), ("C", arithmetic.base)):
         chosen = codes_all[labels_all == label]
-        if len(chosen) < count:
+        needed = 2 * count if name == "C" and label == arithmetic.minus else count  # C = B: show other members than B's
+        if len(chosen) < needed:
             raise GenResearchError(f"--arithmetic: only {len(chosen)} of {pool} samples read as class {label} ({name}); "
-                                   f"pass a larger --pool or a smaller --num-images (needs {count} per class)")
+                                   f"pass a larger --pool or a smaller --columns (needs {needed})")
         members[name] = chosen
     direction = members["A"].mean(0) - members["B"].mean(0)  # mean over every member of the pool, not only the shown
-    results = members["C"][:count] + direction
-    rows = [_render(model, members[name][:count], options) for name in ("A", "B", "C")] + [_render(model, results, options)]
+    shown_c = members["C"][count : 2 * count] if arithmetic.base == arithmetic.minus else members["C"][:count]
+    results = shown_c + direction
+    rows = [_render(model, members[name][:count], options) for name in ("A", "B")]
+    rows += [_render(model, shown_c, options), _render(model, results, options)]
     read = classify(rows[-1]).argmax(1).cpu()
     summary = {
         "arithmetic": f"{arithmetic.plus}-{arithmetic.minus}+{arithmetic.base}",

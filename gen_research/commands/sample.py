@@ -182,8 +182,9 @@ def _latent_grid_into(out: Path, args: argparse.Namespace, model: Any, plan: Any
     message = f"{len(images)} images and {args.grid}.png in {out}"
     if summary is not None:
         (out / "arithmetic.json").write_text(json.dumps(summary, indent=2) + "\n")
-        message += (f"; rows: {args.arithmetic[0]}, B, C, C + A - B; results read as A: {summary['results_read_as_plus']:.0%}, "
-                    f"still C: {summary['results_read_as_base']:.0%} (arithmetic.json)")
+        plus, minus, base = summary["arithmetic"].replace("+", "-").split("-")
+        message += (f"; rows: {plus}s, {minus}s, {base}s, then {base}s + mean({plus}s) - mean({minus}s); the classifier reads "
+                    f"{summary['results_read_as_plus']:.0%} of those as {plus}, {summary['results_read_as_base']:.0%} as {base} (arithmetic.json)")
     print(message)
     return 0
 

@@ -81,6 +81,7 @@ def test_arithmetic_adds_the_class_mean_difference_to_the_base_class():
     shift = rows[3] - rows[2]
     assert torch.allclose(shift, shift[:1].expand(4)) and 1.2 < float(shift[0]) < 2.0  # E|z| difference: 2 * sqrt(2 / pi)
     assert summary["space"] == "z" and summary["pool"] == 400 and sum(summary["pool_counts"].values()) == 400
+    assert not torch.equal(grid[4:8], grid[8:12])  # C = B: the C row shows other members than the B row
     assert summary["results_read_as_plus"] >= 0.5
     with pytest.raises(GenResearchError, match="only 0 of 400 samples read as class 5"):
         latent_arithmetic(ToyPriorModel(), Arithmetic.parse("5-0+0"), classify, 4, 400, torch.Generator().manual_seed(0), {})
