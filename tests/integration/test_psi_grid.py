@@ -52,7 +52,9 @@ def test_psi_grid_writes_table_plot_samples_and_psi_1_is_a_plain_evaluate(traine
     for row in rows.values():
         assert all(math.isfinite(row[key]) for key in METRIC_KEYS), row  # (precision rising as psi falls: not for a tiny model)
         assert 0 <= row["precision/pixels"] <= 1 and 0 <= row["recall/pixels"] <= 1
-    assert {key: rows[1.0][key] for key in METRIC_KEYS} == json.loads(plain.read_text())  # the same samples, the same numbers
+    plain_results = json.loads(plain.read_text())
+    assert plain_results.pop("sampling/truncation_psi") == 1.0  # a plain evaluate records the psi it drew with
+    assert {key: rows[1.0][key] for key in METRIC_KEYS} == plain_results  # the same samples, the same numbers
     assert rows[0.5]["fid/pixels"] != rows[1.0]["fid/pixels"]  # psi reached the samples
     assert len(list((root / "cache").glob("*.pt"))) == 1  # the grid read the plain evaluate's reference entry
 
