@@ -7,9 +7,8 @@
 
 Writes one PNG per image and ``grid.png`` (``interpolation.png``, ``style-mixing.png``, ``arithmetic.png`` plus
 ``arithmetic.json`` for the latent grids, gen_research/commands/latent_grids.py) into a new folder; the same seed
-gives the same images. The family
-options (``--temperature`` of a vae, ``--sampler --steps --guidance-scale ...`` of ddpm, a GAN's truncation) are
-the ones each family declares (gen_research/models/contract.py, ``SAMPLING_OPTIONS``): ``--help`` lists them per
+gives the same images. The family options (``--temperature`` of a vae, ``--sampler --steps --guidance-scale ...``
+of ddpm, a GAN's truncation) are the ones each family declares (gen_research/models/contract.py, ``SAMPLING_OPTIONS``): ``--help`` lists them per
 family, and an option the checkpoint's family does not declare is refused, so a typo never silently changes nothing.
 """
 
@@ -30,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog="python -m gen_research sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="experiment YAML the checkpoint was trained with")
     parser.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True)
-    parser.add_argument("--num-images", type=int, default=64)
+    parser.add_argument("--num-images", type=int, default=64, help="images of --grid samples (the latent grids take --rows/--columns)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", help="output folder (new or empty); default runs/<experiment>/<timestamp>-sample")
