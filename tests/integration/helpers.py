@@ -48,6 +48,12 @@ def snapshot(root: Path) -> dict:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
+#: A checkpoint after every batch (a crash loses nothing), and the CLI argument that crashes a run after ``step``
+#: checkpointed steps (``CRASH.format(step)``): the resume tests of every family use both.
+EVERY_STEP = "--checkpoint.every_n_train_steps=1"
+CRASH = '--trainer.callbacks+={{"class_path": "tests.integration.helpers.CrashAtStep", "init_args": {{"step": {}}}}}'
+
+
 class SimulatedCrash(RuntimeError):
     pass
 

@@ -8,13 +8,11 @@ import json
 import pytest
 import torch
 
-from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
+from .helpers import CRASH, EVERY_STEP, TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
 
 pytestmark = pytest.mark.integration
 GAN = ["--config", str(TEST_CONFIGS / "tiny_gan.yaml")]
 CONDITIONAL = ["--config", str(TEST_CONFIGS / "tiny_gan_conditional.yaml")]
-EVERY_STEP = "--checkpoint.every_n_train_steps=1"  # a checkpoint after each batch: the crash loses nothing
-CRASH = '--trainer.callbacks+={{"class_path": "tests.integration.helpers.CrashAtStep", "init_args": {{"step": {}}}}}'
 
 
 

@@ -6,12 +6,10 @@ import json
 
 import pytest
 
-from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process, run_subprocess
+from .helpers import CRASH, EVERY_STEP, TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process, run_subprocess
 
 pytestmark = pytest.mark.integration
 DCGAN = ["--config", str(TEST_CONFIGS / "tiny_dcgan.yaml")]
-EVERY_STEP = "--checkpoint.every_n_train_steps=1"
-CRASH = '--trainer.callbacks+={{"class_path": "tests.integration.helpers.CrashAtStep", "init_args": {{"step": {}}}}}'
 
 
 

@@ -4,12 +4,10 @@
 
 import pytest
 
-from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
+from .helpers import CRASH, EVERY_STEP, TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
 
 pytestmark = pytest.mark.integration
 PROGAN = ["--config", str(TEST_CONFIGS / "tiny_progan.yaml")]
-EVERY_STEP = "--checkpoint.every_n_train_steps=1"
-CRASH = '--trainer.callbacks+={{"class_path": "tests.integration.helpers.CrashAtStep", "init_args": {{"step": {}}}}}'
 
 
 def test_progan_crash_in_a_fade_in_and_resume_matches_an_uninterrupted_run(workdir, tmp_path):

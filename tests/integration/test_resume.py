@@ -5,10 +5,9 @@ sample grids, evaluation callback) and the DDPM with EMA. Each ends bit-identica
 
 import pytest
 
-from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
+from .helpers import CRASH, TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
 
 pytestmark = pytest.mark.integration
-CRASH = '--trainer.callbacks+={{"class_path": "tests.integration.helpers.CrashAtStep", "init_args": {{"step": {}}}}}'
 EVALUATION = ('--trainer.callbacks+={"class_path": "evaluation", "init_args": {"metrics": "fid,precision,recall", '
               '"num_samples": 40, "batch_size": 20, "cache_dir": "cache"}}')
 # The VAE (EMA 0.9, sample grids, evaluation on pixels), 2 epochs of 5 batches. A constant schedule after warm-up:

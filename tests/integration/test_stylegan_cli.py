@@ -5,12 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .helpers import TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
+from .helpers import CRASH, EVERY_STEP, TEST_CONFIGS, SimulatedCrash, assert_same_training_state, last_checkpoint, only_run_dir, run_in_process
 
 pytestmark = pytest.mark.integration
 STYLEGAN = ["--config", str(TEST_CONFIGS / "tiny_stylegan.yaml")]
-EVERY_STEP = "--checkpoint.every_n_train_steps=1"
-CRASH = '--trainer.callbacks+={{"class_path": "tests.integration.helpers.CrashAtStep", "init_args": {{"step": {}}}}}'
 
 
 def test_stylegan_crash_and_resume_matches_an_uninterrupted_run(workdir):
