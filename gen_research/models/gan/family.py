@@ -211,23 +211,35 @@ class GANBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningMo
         world = self.trainer.world_size if self._trainer is not None else 1
         self.images_seen += count * world
 
-    def training_iteration(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        real, labels = self.training_reals(batch), self._labels(batch)
-        self.count_images(len(real))
+    def training_fakes(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        """G's images of ``z`` in a training step (StyleGAN overrides it: styles with mixing, ``w_avg`` tracked)."""
+        return self.generator(z, labels)
+
+    def discriminator_steps(self, real: Tensor, labels: Tensor | None, logged: dict[str, Tensor]) -> None:
+        """One D step on ``real`` against fresh fakes, then lazy R1 when due; the terms go into ``logged``."""
         z = self.latents(len(real))  # global RNG: the checkpointed training stream
-        logged: dict[str, Tensor] = {}
 
         def d_loss() -> Tensor:
-            terms = self.discriminator_step_loss(real, self.generator(z, labels).detach(), labels)
+            terms = self.discriminator_step_loss(real, self.training_fakes(z, labels).detach(), labels)
             logged.update({k: v.detach() for k, v in terms.items() if k != "total_d"})
             return terms["total_d"]
 
         self.step_network("discriminator", d_loss)
         if self.r1_due() and self.r1_interval > 1:
             logged["r1_weighted"] = self.step_network("discriminator", lambda: self.lazy_r1_loss(real, labels))
+
+    def generator_steps(self, count: int, labels: Tensor | None, logged: dict[str, Tensor]) -> None:
+        """One G step on ``count`` fresh latents (StyleGAN adds its lazy path-length step)."""
+        z = self.latents(count)
+        logged["loss_g"] = self.step_network("generator", lambda: generator_loss(self.loss_kind, self.critic(self.training_fakes(z, labels), labels)))
+
+    def training_iteration(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        real, labels = self.training_reals(batch), self._labels(batch)
+        self.count_images(len(real))
+        logged: dict[str, Tensor] = {}
+        self.discriminator_steps(real, labels, logged)
         if (self.global_step + 1) % self.n_critic == 0:  # n_critic D steps (batches) per G step
-            z_g = self.latents(len(real))
-            logged["loss_g"] = self.step_network("generator", lambda: generator_loss(self.loss_kind, self.critic(self.generator(z_g, labels), labels)))
+            self.generator_steps(len(real), labels, logged)
         self.log_dict({f"train/{k}": v for k, v in logged.items()}, prog_bar=True, batch_size=len(real))
         return logged
 

@@ -205,43 +205,31 @@ class StyleGAN(GANBase):
         for logger in self.trainer.loggers:
             logger.log_hyperparams(effective)
 
-    def training_iteration(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        real, labels = self.training_reals(batch), self._labels(batch)
-        self.count_images(len(real))
-        z = self.latents(len(real))  # global RNG: the checkpointed training stream
-        logged: dict[str, Tensor] = {}
+    def training_fakes(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        return self.generator.synthesis(self.training_styles(z, labels))
 
-        def d_loss() -> Tensor:
-            fake = self.generator.synthesis(self.training_styles(z, labels))
-            terms = self.discriminator_step_loss(real, fake.detach(), labels)
-            logged.update({k: v.detach() for k, v in terms.items() if k != "total_d"})
-            return terms["total_d"]
-
-        self.step_network("discriminator", d_loss)
-        if self.r1_due() and self.r1_interval > 1:
-            logged["r1_weighted"] = self.step_network("discriminator", lambda: self.lazy_r1_loss(real, labels))
-        z_g = self.latents(len(real))
+    def generator_steps(self, count: int, labels: Tensor | None, logged: dict[str, Tensor]) -> None:
+        """The G step (path length folded in when its interval is 1), then the lazy path-length step when due:
+        its own G step on ``count / pl_batch_shrink`` latents, weighted by the interval."""
+        z = self.latents(count)
         folded_pl = self.path_length_due() and self.pl_interval == 1
 
         def g_loss() -> Tensor:
-            fake = self.generator.synthesis(self.training_styles(z_g, labels))
-            loss = generator_loss(self.loss_kind, self.critic(fake, labels))
+            loss = generator_loss(self.loss_kind, self.critic(self.training_fakes(z, labels), labels))
             logged["loss_g"] = loss.detach()
             if folded_pl:
-                loss = loss + self.pl_weight * self._logged_pl(logged, z_g, labels)
+                loss = loss + self.pl_weight * self._logged_pl(logged, z, labels)
             return loss
 
         self.step_network("generator", g_loss)
-        if self.path_length_due() and self.pl_interval > 1:  # lazy: its own G step, weighted by the interval
-            count = max(1, len(real) // self.pl_batch_shrink)
-            z_pl = self.latents(count)
-            pl_labels = labels[:count] if labels is not None else None
+        if self.path_length_due() and self.pl_interval > 1:
+            shrunk = max(1, count // self.pl_batch_shrink)
+            z_pl = self.latents(shrunk)
+            pl_labels = labels[:shrunk] if labels is not None else None
             logged["pl_weighted"] = self.step_network(
                 "generator", lambda: self.pl_weight * self.pl_interval * self._logged_pl(logged, z_pl, pl_labels))
         if self.pl_weight:
             logged["pl_mean"] = self.pl_mean.detach().clone()
-        self.log_dict({f"train/{k}": v for k, v in logged.items()}, prog_bar=True, batch_size=len(real))
-        return logged
 
     def _logged_pl(self, logged: dict[str, Tensor], z: Tensor, labels: Tensor | None) -> Tensor:
         penalty = self.path_length_penalty(z, labels).mean()
