@@ -244,6 +244,7 @@ class GenResearchCLI(LightningCLI):
         if isinstance(self.model, ModelFamily) and hasattr(self.datamodule, "batch_fields"):  # the batch contract
             data_name = DATA.name_of(self.datamodule) or type(self.datamodule).__name__
             check_batch_fields(self.model, tuple(self.datamodule.batch_fields), data_name)
+            self.model.check_data(self.datamodule, data_name)  # e.g. a translator's source channels, domain names
         if self.checkpoint is not None and self.checkpoint_path is not None:
             model_class = self.config[self.subcommand].model.class_path
             check_checkpoint_matches(self.checkpoint, self.checkpoint_path, self.model, model_class)

@@ -25,10 +25,12 @@ and, on every family (class attributes of :class:`ModelFamily`, read without bui
   registered family; a given option the loaded model does not declare is refused in one line.
 - ``SAMPLERS``: what the family's ``--sampler`` option accepts (name -> one line), shown by ``list samplers``.
 - ``BATCH_FIELDS``: the batch fields training needs (``image``, ``label``, ``caption``, ``source``/``target``,
-  ``domain``); a data module that does not provide them is refused before training (:func:`check_batch_fields`).
+  ``domain``, ``target_domain``); a data module that does not provide them is refused before training
+  (:func:`check_batch_fields`).
 - ``CHECKPOINT_MONITOR``: the (metric, mode) the default checkpoint callback ranks checkpoints by, or None.
 
-A family may also override :meth:`ModelFamily.check_sampling_options` (rules between options, e.g. "guidance
+A family may also override :meth:`ModelFamily.check_data` (facts of the data its networks were built for, e.g. a
+translator's source channels or domain names, compared before training), :meth:`ModelFamily.check_sampling_options` (rules between options, e.g. "guidance
 needs a class-conditional model"), :meth:`ModelFamily.prepare_sampling` (turn options naming files into tensors:
 a mask, input images, a classifier), :meth:`ModelFamily.sampling_defaults` and :meth:`ModelFamily.sampling_network`.
 """
@@ -46,8 +48,16 @@ from torch import Tensor, nn
 
 from gen_research.errors import GenResearchError
 
-#: The batch fields a data module may provide (a dict per batch, see gen_research/data/base.py).
-BATCH_FIELDS = ("image", "label", "caption", "source", "target", "domain")
+#: The batch fields a data module may provide (a dict per batch, see gen_research/data/base.py):
+#:
+#: - ``image``: a real image of the domain the model produces (for paired data: the target);
+#: - ``label``: the item's class (for a translator: the class of its ``source``, which a translation should keep);
+#: - ``caption``: the item's text;
+#: - ``source``: a translator's input image; ``target``: its paired ground truth (paired data only);
+#: - ``domain``: the domain of the item's ``source`` (or of ``image`` when there is no source): int64 ids, or float
+#:   0/1 attribute vectors for multi-label domains (StarGAN's CelebA attributes);
+#: - ``target_domain``: the domain an evaluation item asks its source to be translated into (same encoding).
+BATCH_FIELDS = ("image", "label", "caption", "source", "target", "domain", "target_domain")
 
 
 @dataclass(frozen=True)
@@ -184,11 +194,17 @@ class StyleSpace(Protocol):
 
 @runtime_checkable
 class Translates(Protocol):
-    """Image-to-image: ``translate(source images, target domain ids or None)`` -> images in [-1, 1].
+    """Image-to-image: ``translate(source images, target domains or None)`` -> images in [-1, 1], of the source's size.
 
-    ``target_domains``: how many domains ``target`` may name (None: one fixed direction, e.g. Pix2Pix)."""
+    - ``target_domains``: how many domains ``target`` may name (None: one fixed direction, e.g. Pix2Pix).
+    - ``domain_names``: their names, in id order (None with ``target_domains`` None); ``translate --target-domain``
+      takes a name or an id.
+    - ``target``: int64 domain ids ``[B]``, or for a multi-label model float 0/1 attribute vectors ``[B, K]``.
+    - Any height and width: a family whose network needs a multiple of some size pads internally and crops back.
+    """
 
     target_domains: int | None
+    domain_names: tuple[str, ...] | None
 
     def translate(self, images: Tensor, target: Tensor | None = None, **options: Any) -> Tensor: ...
 
@@ -244,6 +260,11 @@ class ModelFamily:
     SAMPLERS: ClassVar[dict[str, str]] = {}
     BATCH_FIELDS: ClassVar[tuple[str, ...]] = ("image",)
     CHECKPOINT_MONITOR: ClassVar[tuple[str, str] | None] = ("val/loss", "min")
+
+    def check_data(self, datamodule: Any, data_name: str) -> None:
+        """Refuse, in one line, data that does not fit the networks this model built (a translator's source channels,
+        a multi-domain model's domain names), before training; the message names the ``model.init_args`` to set.
+        The default checks nothing beyond :data:`BATCH_FIELDS` (image shape and classes are linked from the data)."""
 
     def check_sampling_options(self, options: dict[str, Any], context: SamplingContext | None = None) -> None:
         """Rules between options (each option alone is already checked); raise GenResearchError in one line.

@@ -113,6 +113,7 @@ class TinyTranslator(ModelFamily, LightningModule):
     BATCH_FIELDS = ("source", "target")
     CHECKPOINT_MONITOR = ("val/loss", "min")
     target_domains: int | None = None
+    domain_names: tuple[str, ...] | None = None
 
     def __init__(
         self,
