@@ -199,12 +199,15 @@ class Translates(Protocol):
     - ``target_domains``: how many domains ``target`` may name (None: one fixed direction, e.g. Pix2Pix).
     - ``domain_names``: their names, in id order (None with ``target_domains`` None); ``translate --target-domain``
       takes a name or an id.
+    - ``source_channels``: the channels of the images ``translate`` takes (1 grey, 3 RGB); the ``translate`` command
+      reads image files in that mode.
     - ``target``: int64 domain ids ``[B]``, or for a multi-label model float 0/1 attribute vectors ``[B, K]``.
     - Any height and width: a family whose network needs a multiple of some size pads internally and crops back.
     """
 
     target_domains: int | None
     domain_names: tuple[str, ...] | None
+    source_channels: int
 
     def translate(self, images: Tensor, target: Tensor | None = None, **options: Any) -> Tensor: ...
 

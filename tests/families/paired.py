@@ -128,6 +128,7 @@ class TinyTranslator(ModelFamily, LightningModule):
             raise GenResearchError("tiny_translator_test: hidden must be >= 1, lr > 0 and weight_decay >= 0; fix model.init_args")
         self.save_hyperparameters()
         channels = int(image_shape[0])
+        self.source_channels = channels  # contract (Translates): the images translate() takes
         self.net = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.SiLU(), nn.Conv2d(hidden, channels, 3, padding=1))
 
     # ---- the contract: Translates and Reconstructs ----------------------------------------------------
