@@ -26,7 +26,7 @@ import torch
 from gen_research.errors import GenResearchError
 from gen_research.training.lr_schedules import WarmupCosineLR
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "linear")
 CLIP_ALGORITHMS = ("norm", "value")
 
 
@@ -35,7 +35,8 @@ class OptimizerSpec:
     """One network's AdamW and learning-rate schedule.
 
     ``warmup_steps`` and the cosine length count training iterations (batches), not optimizer steps: the cosine
-    runs over the whole budget (``trainer.max_steps`` or ``max_epochs``). ``gradient_clip_val`` clips this
+    runs over the whole budget (``trainer.max_steps`` or ``max_epochs``). ``linear`` holds the lr, then decays it
+    linearly to 0 over the last ``decay_fraction`` of the budget (pix2pix/CycleGAN/StarGAN: 0.5). ``gradient_clip_val`` clips this
     network's gradients (by their total norm, or each value with ``gradient_clip_algorithm: value``) before its
     step; None or 0 does not clip.
     """
@@ -45,6 +46,7 @@ class OptimizerSpec:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     lr_schedule: str = "constant"
+    decay_fraction: float = 0.5
     gradient_clip_val: float | None = None
     gradient_clip_algorithm: str = "norm"
 
@@ -79,6 +81,8 @@ class OptimizerSpec:
             raise GenResearchError(f"{where}.warmup_steps={self.warmup_steps!r} must be an integer >= 0; set {where}.warmup_steps to 0 (none) or a number of training iterations")
         if self.lr_schedule not in LR_SCHEDULES:
             raise GenResearchError(f"{where}.lr_schedule={self.lr_schedule!r} must be one of {', '.join(LR_SCHEDULES)}")
+        if not (_is_number(self.decay_fraction) and 0.0 < self.decay_fraction <= 1.0):
+            raise GenResearchError(f"{where}.decay_fraction={self.decay_fraction!r} must be in (0, 1]; set {where}.decay_fraction to e.g. 0.5")
         if self.gradient_clip_val is not None:
             _check_number(where, "gradient_clip_val", self.gradient_clip_val, low=0.0, hint="null (no clipping) or e.g. 1.0")
         if self.gradient_clip_algorithm not in CLIP_ALGORITHMS:
@@ -116,13 +120,13 @@ def optimizer_specs(
 
 
 def schedule_length(module: L.LightningModule, spec: OptimizerSpec) -> int | None:
-    """How many training iterations the cosine runs over (None for a constant schedule): the whole budget of the
-    module's trainer (read only for a cosine: a constant schedule needs no trainer)."""
-    if spec.lr_schedule != "cosine":
+    """How many training iterations a cosine or linear decay runs over (None for a constant schedule): the whole
+    budget of the module's trainer (a constant schedule needs no trainer)."""
+    if spec.lr_schedule == "constant":
         return None
     total = module.trainer.estimated_stepping_batches
     if not math.isfinite(total):
-        raise GenResearchError("lr_schedule 'cosine' needs a finite run: set trainer.max_steps or max_epochs")
+        raise GenResearchError(f"lr_schedule '{spec.lr_schedule}' needs a finite run: set trainer.max_steps or max_epochs")
     return int(total)
 
 
@@ -131,7 +135,9 @@ def build_adamw(parameters: Iterable[torch.nn.Parameter], spec: OptimizerSpec, m
     per training iteration. The schedule's length is saved in the checkpoint; a resume with another budget says
     how the curve changes (lr_schedules.WarmupCosineLR)."""
     optimizer = torch.optim.AdamW(parameters, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
-    return optimizer, WarmupCosineLR(optimizer, warmup_steps=spec.warmup_steps, total_steps=schedule_length(module, spec))
+    scheduler = WarmupCosineLR(optimizer, warmup_steps=spec.warmup_steps, total_steps=schedule_length(module, spec),
+                               shape=spec.lr_schedule, decay_fraction=spec.decay_fraction)
+    return optimizer, scheduler
 
 
 def spec_from_hparams(hparams: Mapping[str, Any]) -> OptimizerSpec:

@@ -40,3 +40,27 @@ def test_a_resume_with_another_learning_rate_says_the_checkpoint_s_is_used():
     resumed = WarmupCosineLR(resumed_optimizer, warmup_steps=2, total_steps=10)
     with pytest.warns(UserWarning, match=r"configured learning rate \[0\.5\] is not used on resume.*\[1\.0\]"):
         resumed.load_state_dict(trained.state_dict())
+
+
+def test_linear_decay_holds_then_falls_to_zero_like_the_reference_policy():
+    # pix2pix/CycleGAN's lr_policy linear (100 constant + 100 decaying epochs) per iteration: 10 steps, fraction 0.5.
+    multipliers = [lr_lambda(step, 0, 10, "linear", 0.5) for step in range(11)]
+    assert multipliers[:6] == [1.0] * 6
+    assert multipliers[6:] == pytest.approx([0.8, 0.6, 0.4, 0.2, 0.0])
+    assert lr_lambda(3, 4, 14, "linear", 0.5) == pytest.approx(1.0)  # warm-up still first
+
+
+def test_linear_schedule_position_survives_a_resume():
+    """The reference resets its schedule on resume (--epoch_count must be passed by hand); ours is in the state."""
+    trained_optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    trained = WarmupCosineLR(trained_optimizer, warmup_steps=0, total_steps=10, shape="linear", decay_fraction=0.5)
+    for _ in range(7):
+        trained_optimizer.step()
+        trained.step()
+    resumed_optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    resumed = WarmupCosineLR(resumed_optimizer, warmup_steps=0, total_steps=10, shape="linear", decay_fraction=0.5)
+    resumed.load_state_dict(trained.state_dict())
+    assert resumed.get_last_lr() == trained.get_last_lr() == [pytest.approx(0.6)]
+    resumed_optimizer.step()
+    resumed.step()
+    assert resumed.get_last_lr() == [pytest.approx(0.4)]
