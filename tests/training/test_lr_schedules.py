@@ -16,7 +16,7 @@ def test_the_saved_state_records_the_length_and_a_same_budget_resume_is_silent(r
     for _ in range(4):
         trained.optimizer.step(), trained.step()
     state = trained.state_dict()
-    assert state["lr_lambdas"][0] == {"warmup_steps": 2, "total_steps": 10}
+    assert state["lr_lambdas"][0] == {"warmup_steps": 2, "total_steps": 10, "shape": "cosine", "decay_fraction": 0.5}
     resumed = scheduler(10)
     resumed.load_state_dict(state)
     assert not [w for w in recwarn if "cosine" in str(w.message)]
