@@ -244,6 +244,8 @@ def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any,
             texts = captions[start : start + len(images)] if captions else None
             evaluator.add_images(images, "fake", labels, texts)
             start += len(images)
+    if evaluator.needs_cycle_pairs:
+        raise GenResearchError("cycle_l1 translates images there and back: evaluate a translator checkpoint (--config EXP --ckpt_path CKPT), not folders")
     if evaluator.needs_pairs:
         if [Path(p).name for p in real_paths] != [Path(p).name for p in fake_paths]:
             raise GenResearchError("ssim/psnr compare images pairwise: --real and --fake must hold files with the same names")
@@ -273,7 +275,7 @@ def _captions(args: argparse.Namespace, fake_paths: list[str]) -> list[str]:
 def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: Any, bar: Any, device: str) -> tuple[Any, dict[str, str]]:
     from gen_research.commands.loading import load_model_and_data
     from gen_research.evaluation.feeder import Feeder
-    from gen_research.evaluation.sources import image_batches
+    from gen_research.evaluation.sources import image_batches, reference_image_shape
     from gen_research.evaluation.set_sizes import check_set_sizes
 
     from gen_research.commands.sampling_options import sampling_plan
@@ -288,8 +290,9 @@ def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: A
     plan = sampling_plan(model, args, args.family_options, SamplingContext(num_images=num_fake, device=device, datamodule=datamodule))
     if plan.per_image:  # per-image inputs (img2img sources) have no place in an evaluation of generated sets
         raise GenResearchError(f"evaluate draws new samples; {', '.join(plan.per_image)} from the sampling options cannot apply: leave them out")
-    feeder = Feeder(model, split_set, num_real, num_fake, args.batch_size, args.seed, args.with_labels, sample_options=plan.options)
-    evaluator = make_evaluator(tuple(datamodule.image_shape), datamodule.num_classes)
+    evaluator = make_evaluator(reference_image_shape(split_set), datamodule.num_classes)
+    feeder = Feeder(model, split_set, num_real, num_fake, args.batch_size, args.seed, args.with_labels, sample_options=plan.options,
+                    label_field=evaluator.extractor.label_field)
     feeder.check(evaluator)  # before any feature is computed
     check_set_sizes(args.metric_names, args.options, num_real, feeder.num_generated, f"the {args.split} split", "the generated set")
     data_key = json.dumps(data_config, sort_keys=True)

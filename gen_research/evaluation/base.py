@@ -23,12 +23,15 @@ class FeatureExtractor(nn.Module):
     Subclasses set ``name`` (used in every metric key), ``num_features`` and ``num_logits`` (None when
     the extractor has no class logits), do their own resizing / channel handling inside ``forward``,
     and describe in :meth:`cache_key` everything that changes their output (weights hash, resize).
-    Extractors are frozen, in eval mode, and run under ``torch.no_grad``.
+    Extractors are frozen, in eval mode, and run under ``torch.no_grad``. ``label_field`` is the batch field
+    (data/batch.py) its logits predict, which class metrics compare them with: ``label``, or ``domain`` for a domain
+    classifier.
     """
 
     name: str = "features"
     num_features: int = 0
     num_logits: int | None = None
+    label_field: str = "label"
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -75,7 +75,13 @@ class Evaluator:
 
     @property
     def needs_pairs(self) -> bool:
-        return any(self.is_paired(spec) for spec in self.specs)
+        """(generated, original) pairs: translations with their targets, reconstructions with their inputs."""
+        return any(self.is_paired(spec) and getattr(spec, "pairs", "output") == "output" for spec in self.specs)
+
+    @property
+    def needs_cycle_pairs(self) -> bool:
+        """(cycle reconstruction, source) pairs of a translator."""
+        return any(self.is_paired(spec) and getattr(spec, "pairs", "output") == "cycle" for spec in self.specs)
 
     @staticmethod
     def is_paired(spec: FeatureMetric) -> bool:
@@ -133,9 +139,10 @@ class Evaluator:
             if role == "fake" or spec.needs_reals:
                 spec.update_images(metric, images.to(self.device), None if labels is None else labels.to(self.device), texts, real=role == "real")
 
-    def add_pairs(self, generated: Tensor, originals: Tensor) -> None:
+    def add_pairs(self, generated: Tensor, originals: Tensor, pairs: str = "output") -> None:
+        """Feed the paired metrics comparing ``pairs`` ("output" or "cycle", see specs/paired.py)."""
         for spec, metric in zip(self.specs, self.metrics):
-            if self.is_paired(spec):
+            if self.is_paired(spec) and getattr(spec, "pairs", "output") == pairs:
                 spec.update_pairs(metric, generated.to(self.device), originals.to(self.device))
 
     def add_generator(self, model: Any, seed: int) -> None:

@@ -10,13 +10,21 @@ the model                generated ("fake") images                        pairs 
 =======================  ===============================================  ==================================
 ``Generates``            ``sample`` from chunk-seeded generators           its reconstructions, if it also
                          (classes in turn when a metric needs labels)      ``Reconstructs`` (vae)
-``Translates``           ``translate`` of each reference item's source     (translation, the item's target)
+``Translates``           ``translate`` of each reference item's source     (translation, the item's ``target``:
+                         into its ``target_domain`` (when the data name    paired data only); cycle_l1:
+                         one)                                              (translated back, source)
 ``Reconstructs`` only    reconstructions of the reference images           (reconstruction, original)
 =======================  ===============================================  ==================================
 
-Real images are the reference items' ``image`` field (for paired data: the target). Generated sets are the same
-whatever the number of processes: samples are cut into chunks of ``batch_size``, chunk k drawn with seed
-``seed + 7919 k`` (classes from ``k * batch_size`` on), and process r draws chunks r, r + world, ...
+Real images are the reference items' ``image`` field (for paired data: the target; for unpaired and multi-domain
+data: a real image of the domain translations go into). Generated sets are the same whatever the number of
+processes: samples are cut into chunks of ``batch_size``, chunk k drawn with seed ``seed + 7919 k`` (classes from
+``k * batch_size`` on), and process r draws chunks r, r + world, ...
+
+Labels (class metrics: accuracy, intra-FID, cas) are the batch field the extractor's logits predict
+(``label_field``, gen_research/data/batch.py): ``label``, the class (of a translation: its source's class, which it
+should keep), or ``domain`` (a domain classifier): a translation's is the ``target_domain`` it was asked for, a real
+image's the domain of ``image`` (the item's ``target_domain`` when the item has a ``source``, else its ``domain``).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ class Feeder:
     seed: int = 0
     with_labels: bool = False
     sample_options: dict[str, Any] | None = None
+    label_field: str = "label"
 
     @property
     def mode(self) -> str:
@@ -78,6 +87,11 @@ class Feeder:
         if evaluator.needs_labels and self.mode == "samples" and not conditioning_classes(self.model):
             wanting = ", ".join(evaluator.label_metrics)
             raise GenResearchError(f"class-conditional metrics ({wanting}) need a model that samples given classes; {name} does not")
+        if evaluator.needs_labels and self.mode == "samples" and self.label_field != "label":
+            raise GenResearchError(f"the extractor predicts the {self.label_field!r} field, which only a translator's data names; "
+                                   f"{name} samples classes: use a class classifier")
+        if getattr(evaluator, "needs_cycle_pairs", False) and not (self.mode == "translations" and getattr(self.model, "target_domains", None)):
+            raise GenResearchError(f"cycle_l1 translates images there and back: it needs a translator between named domains; {name} is not one")
         if evaluator.needs_pairs and not (can(self.model, Reconstructs) or can(self.model, Translates)):
             raise GenResearchError(f"ssim/psnr/lpips compare pairs: they need a model that reconstructs or translates images; {name} does neither")
         if evaluator.needs_texts:
@@ -85,8 +99,38 @@ class Feeder:
 
     # ---- what the metrics are fed ------------------------------------------------------------------
     def reference_batches(self, with_labels: bool | None = None) -> Iterator[Any]:
-        """The reference images in order (the metric's "real" set): images, or (images, labels)."""
-        return image_batches(self.reference_set, self.batch_size, self.num_reference, self.with_labels if with_labels is None else with_labels)
+        """The reference images in order (the metric's "real" set): images, or (images, labels) when labels are
+        wanted and the items say what each image's label is (unpaired items name only their source's class: their
+        images come without labels, and a metric needing them says so in one line)."""
+        wanted = self.with_labels if with_labels is None else with_labels
+        if self.label_field == "label" and not self.mode == "translations":
+            return image_batches(self.reference_set, self.batch_size, self.num_reference, wanted)
+        fields = field_batches(self.reference_set, self.batch_size, self.num_reference)
+        return ((batch["image"], self.real_labels(batch)) if wanted and self.knows_real_labels(batch) else batch["image"] for batch in fields)
+
+    def _field(self, fields: dict[str, Any], name: str) -> Tensor:
+        if name not in fields:
+            raise GenResearchError(f"the reference items have no {name!r} field (they have {', '.join(sorted(fields))}); "
+                                   f"evaluate on data that provides it (gen_research/data/batch.py)")
+        return fields[name]
+
+    def knows_real_labels(self, fields: dict[str, Any]) -> bool:
+        """Whether the items name the label of their ``image``: not so for classes of unpaired items (source, no target)."""
+        return self.label_field == "domain" or "source" not in fields or "target" in fields
+
+    def real_labels(self, fields: dict[str, Any]) -> Tensor:
+        """The label (``label_field``) of each item's ``image``: for ``domain``, the domain of the image itself."""
+        if not self.knows_real_labels(fields):
+            raise GenResearchError("unpaired reference items name the class of their source only, not of their image; "
+                                   "class metrics of real images (cas, intra_fid) do not apply: use accuracy (class preservation)")
+        if self.label_field == "domain" and "source" in fields:
+            return self._field(fields, "target_domain")
+        return self._field(fields, self.label_field)
+
+    def fake_labels(self, fields: dict[str, Any]) -> Tensor:
+        """The label (``label_field``) each translation or reconstruction should have: the requested domain, or the
+        source's class."""
+        return self._field(fields, "target_domain" if self.label_field == "domain" else self.label_field)
 
     def _local_items(self, rank: int, world: int) -> Iterator[dict[str, Any]]:
         """This process's reference items (every world-th from rank), as dict batches of named fields."""
@@ -100,7 +144,7 @@ class Feeder:
         device = _device_of(self.model)
         with torch.no_grad():
             for fields in self._local_items(rank, world):
-                labels = fields.get("label") if self.with_labels else None
+                labels = self.fake_labels(fields) if self.with_labels else None
                 yield self._generate_from(fields, device), labels
 
     def pairs(self, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
@@ -108,21 +152,36 @@ class Feeder:
         device = _device_of(self.model)
         with torch.no_grad():
             for fields in self._local_items(rank, world):
-                if can(self.model, Translates) and not can(self.model, Generates):
-                    yield self._generate_from(fields, device), fields.get("target", fields["image"]).to(device)
+                if self.mode == "translations":
+                    if "target" not in fields:  # unpaired data: its image is some real image, not this source's truth
+                        raise GenResearchError("ssim/psnr/lpips compare a translation with its paired ground truth, and these "
+                                               "reference items have no target (unpaired data); use fid/kid, accuracy or cycle_l1")
+                    yield self._generate_from(fields, device), fields["target"].to(device)
                 else:
                     images = fields["image"].to(device)
                     yield self.model.reconstruct(images).float().clamp(-1, 1), images
 
+    def cycle_pairs(self, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+        """(source translated into its target domain and back into its own, source): cycle_l1."""
+        device = _device_of(self.model)
+        with torch.no_grad():
+            for fields in self._local_items(rank, world):
+                source = fields.get("source", fields["image"]).to(device)
+                back = self.model.translate(self._generate_from(fields, device), self._field(fields, "domain").to(device))
+                yield back.float().clamp(-1, 1), source
+
     def raw_reals(self, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor | None]]:
         """The reference images themselves, for metrics that test on them (cas)."""
         for fields in self._local_items(rank, world):
-            yield fields["image"], fields.get("label") if self.with_labels else None
+            yield fields["image"], self.real_labels(fields) if self.with_labels else None
 
     def _generate_from(self, fields: dict[str, Any], device: torch.device) -> Tensor:
         if self.mode == "translations":
             source = fields.get("source", fields["image"]).to(device)
-            target = fields.get("domain")
+            target = fields.get("target_domain")
+            if target is None and getattr(self.model, "target_domains", None):
+                raise GenResearchError(f"{type(self.model).__name__} translates into named domains, and these reference items name no "
+                                       "target_domain; evaluate on its multi-domain or unpaired data (gen_research/data/batch.py)")
             return self.model.translate(source, target.to(device) if target is not None else None).float().clamp(-1, 1)
         return self.model.reconstruct(fields["image"].to(device)).float().clamp(-1, 1)
 
@@ -155,6 +214,9 @@ class Feeder:
         if evaluator.needs_pairs:
             for generated, original in self.pairs(rank, world):
                 evaluator.add_pairs(generated, original)
+        if evaluator.needs_cycle_pairs:
+            for back, source in self.cycle_pairs(rank, world):
+                evaluator.add_pairs(back, source, pairs="cycle")
 
 
 def _device_of(model: Any) -> torch.device:

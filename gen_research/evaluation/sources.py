@@ -120,6 +120,16 @@ def field_batches(dataset: Dataset, batch_size: int, num_images: int | None = No
         raise
 
 
+def reference_image_shape(dataset: Dataset) -> tuple[int, int, int]:
+    """(C, H, W) of a reference set's ``image`` field (for a translator evaluated B -> A, the A images: not
+    necessarily the data module's training ``image_shape``)."""
+    from gen_research.data.batch import as_fields
+
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise GenResearchError("the reference split has no images; lower val_fraction/test_fraction or use another split")
+    return tuple(int(s) for s in as_fields(dataset[0])["image"].shape)  # type: ignore[return-value]
+
+
 def image_batches(dataset: Dataset, batch_size: int, num_images: int | None = None, with_labels: bool = False) -> Iterator[Any]:
     """Images of a dataset in order (first ``num_images``), in batches; (images, labels) with ``with_labels``."""
     for batch in field_batches(dataset, batch_size, num_images):

@@ -72,6 +72,9 @@ class ClassifierFeatures(FrozenExtractor):
         self.image_shape = tuple(self.model.image_shape)
         self.num_features = int(self.model.hparams.feature_dim)
         self.num_logits = int(self.model.num_classes)
+        # The batch field its logits predict: "label" (classes) or "domain" (a domain classifier); the evaluation
+        # hands class metrics that field (for translations, the requested target_domain: evaluation/feeder.py).
+        self.label_field = str(self.model.hparams.get("label_field", "label"))
         self.resize = resize
         if resize is not None and (self.image_shape[1] != self.image_shape[2] or resize != self.image_shape[1]):
             raise GenResearchError(f"the classifier {self.name!r} reads {self.image_shape[1]}x{self.image_shape[2]} images: "
@@ -105,6 +108,7 @@ class ClassifierFeatures(FrozenExtractor):
             "extractor": self.name,
             "extractor_weights": f"sha256:{self.weights_sha256}",
             "extractor_resize": "none" if self.resize is None else f"{self.resize} (bilinear, antialiased)",
+            "extractor_labels": self.label_field,
             "extractor_input": f"[-1,1] as is, shape {'x'.join(map(str, self.image_shape))}; penultimate (after SiLU) + logits",
         }
 

@@ -132,14 +132,14 @@ def prepare_bench(args: argparse.Namespace, names: list[str], options: Any, devi
     extractor = FEATURES.get(args.features)(weights=args.feature_weights, resize=args.resize, image_shape=tuple(datamodule.image_shape))
     make_evaluator = lambda: Evaluator(extractor, names, options, device=device)  # noqa: E731  fresh metric states
     probe = make_evaluator()
-    unsupported = [need for need, needed in (("pairs (ssim, psnr, lpips)", probe.needs_pairs), ("a generator (ppl)", probe.needs_generator),
+    unsupported = [need for need, needed in (("pairs (ssim, psnr, lpips)", probe.needs_pairs or probe.needs_cycle_pairs), ("a generator (ppl)", probe.needs_generator),
                                              ("captions (clip_score)", probe.needs_texts)) if needed]
     if unsupported:
         raise GenResearchError(f"{what} compares samples; metrics needing {unsupported[0]} do not apply: remove them from --metrics")
     split_set = getattr(datamodule, f"{args.split}_set")
     num_real = min(args.num_images or len(split_set), len(split_set))
     num_fake = args.num_images or num_real
-    feeder = Feeder(model, split_set, num_real, num_fake, args.batch_size, args.seed, args.with_labels)
+    feeder = Feeder(model, split_set, num_real, num_fake, args.batch_size, args.seed, args.with_labels, label_field=extractor.label_field)
     data_key = json.dumps(data_config, sort_keys=True)  # the same key as a plain evaluate: one shared cache entry
     return GridBench(model, datamodule, split_set, extractor, make_evaluator, feeder, num_real, num_fake, data_key)
 

@@ -1,11 +1,12 @@
-"""ssim, psnr: generated / reconstructed images against their paired originals (torchmetrics), images in [0, 1]."""
+"""ssim, psnr: generated / reconstructed images against their paired originals (torchmetrics), images in [0, 1];
+cycle_l1: a translator's cycle reconstruction (source -> target domain -> back) against the source."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics import MeanAbsoluteError, Metric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor, to_unit_range
@@ -18,6 +19,9 @@ class _Paired(Spec):
 
     paired: ClassVar[bool] = True
     needs_reals: ClassVar[bool] = False
+    #: Which pairs it compares: "output" (a translation with its paired target, a reconstruction with its input) or
+    #: "cycle" (a translation translated back into the source's domain, with the source).
+    pairs: ClassVar[str] = "output"
 
     def update(self, metric: Metric, outputs: dict[str, Tensor], real: bool) -> None:
         raise TypeError(f"metric {self.name!r} compares image pairs; feed it with update_pairs(metric, preds, target)")
@@ -48,5 +52,21 @@ class PSNR(_Paired):
         return PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean")
 
 
+class CycleL1(_Paired):
+    """Mean absolute error, in [0, 1] pixel units, between a source image and its cycle reconstruction
+    G_back(G(source)) (CycleGAN's cycle-consistency term, StarGAN's reconstruction loss), for translators whose data
+    name each item's domain and target domain. It is a property of the translator, not of a feature space."""
+
+    name = "cycle_l1"
+    pairs = "cycle"
+
+    def build(self, extractor: FeatureExtractor, options: EvalOptions) -> Metric:
+        return MeanAbsoluteError()
+
+    def feature_name(self, extractor: FeatureExtractor) -> str:
+        return "pixels"
+
+
 METRICS.add("ssim", SSIM, "structural similarity of generated/reconstructed images to their paired originals")
 METRICS.add("psnr", PSNR, "peak signal-to-noise ratio (dB) of generated/reconstructed images to their paired originals")
+METRICS.add("cycle_l1", CycleL1, "cycle reconstruction error of a translator: mean |G_back(G(source)) - source| in [0, 1] units (lower is better)")

@@ -45,6 +45,10 @@ class Classifier(ModelFamily, L.LightningModule):
         shift_augment: training images are shifted by up to this many pixels (random per image, edges
             replicated); 0 turns it off. Digits must not be flipped, but small translations are label-preserving.
         feature_name: the name its features carry in metric keys (``fid/<feature_name>``).
+        label_field: the batch field it learns to predict: ``label`` (the class) or ``domain`` (a multi-domain data
+            module's domain id: a domain classifier, e.g. StarGAN's "is it in the requested domain" check). The
+            extractor built from it hands metrics that field (for translations: the requested ``target_domain``).
+        num_domains: how many domains there are, with ``label_field: domain`` (checked against the data).
     """
 
     BATCH_FIELDS = ("image", "label")  # contract: it trains on labelled images and neither generates nor reconstructs
@@ -63,8 +67,17 @@ class Classifier(ModelFamily, L.LightningModule):
         lr_schedule: Literal["constant", "cosine"] = "constant",
         shift_augment: int = 0,
         feature_name: str = "classifier",
+        label_field: Literal["label", "domain"] = "label",
+        num_domains: int | None = None,
     ) -> None:
         super().__init__()
+        if label_field not in ("label", "domain"):
+            raise GenResearchError(f"model.init_args.label_field={label_field!r} must be label (classes) or domain (domain ids)")
+        if label_field == "domain":
+            if not (isinstance(num_domains, int) and num_domains >= 2):
+                raise GenResearchError("a domain classifier (label_field: domain) needs model.init_args.num_domains: the data's number of domains (>= 2)")
+            num_classes = num_domains
+            self.BATCH_FIELDS = ("image", "domain")  # the contract: it trains on domain ids
         if num_classes is None:
             raise GenResearchError(
                 "the classifier needs labelled data (num_classes is None): use a data module with labels, e.g. data/mnist5k"
@@ -87,6 +100,7 @@ class Classifier(ModelFamily, L.LightningModule):
         self.image_shape = (int(c), int(h), int(w))
         self.num_classes = num_classes
         self.feature_name = feature_name
+        self.label_field = label_field
         self.trunk = ConvEncoder(c, (h, w), list(channels), feature_dim, norm)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(feature_dim, num_classes)
@@ -110,7 +124,7 @@ class Classifier(ModelFamily, L.LightningModule):
 
     # ---- Lightning hooks ---------------------------------------------------------------------------
     def _step(self, batch: dict[str, torch.Tensor], stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:
-        x, y = batch["image"], batch["label"]
+        x, y = batch["image"], batch[self.label_field]
         if stage == "train" and self.hparams.shift_augment > 0:
             x = random_shift(x, self.hparams.shift_augment)  # global RNG: part of the checkpointed training stream
         logits = self(x)
@@ -134,11 +148,20 @@ class Classifier(ModelFamily, L.LightningModule):
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Features, logits, predicted and true labels of a batch (``python -m gen_research predict``)."""
-        x, labels = batch["image"], batch["label"]
+        x, labels = batch["image"], batch[self.label_field]
         features = self.features(x)
         logits = self.classify(features)
         return {"features": features, "logits": logits, "predictions": logits.argmax(1), "labels": labels}
 
+    def check_data(self, datamodule: Any, data_name: str) -> None:
+        """A domain classifier's number of domains must be the data's (single-label domains: cross-entropy)."""
+        if self.label_field != "domain":
+            return
+        if getattr(datamodule, "multi_label", False):
+            raise GenResearchError(f"{data_name} has multi-label domains (attributes); the classifier learns one domain per image (cross-entropy)")
+        domains = getattr(datamodule, "num_domains", None)
+        if domains != self.num_classes:
+            raise GenResearchError(f"{data_name} has {domains} domains but model.init_args.num_domains={self.num_classes}; set it to {domains}")
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self)

@@ -12,7 +12,7 @@ from gen_research.assets import resolve_asset
 from gen_research.evaluation.base import EvalOptions
 from gen_research.evaluation.evaluator import Evaluator, batched, reference_outputs, shard
 from gen_research.evaluation.feeder import Feeder
-from gen_research.evaluation.sources import dataset_fingerprint, image_batches
+from gen_research.evaluation.sources import dataset_fingerprint, image_batches, reference_image_shape
 from gen_research.registry import CALLBACKS, FEATURES
 
 
@@ -113,12 +113,13 @@ class EvaluationCallback(Callback):
     def _feeder(self, pl_module: pl.LightningModule, reference_set: Any, with_labels: bool) -> Feeder:
         num_reference = min(self.num_reference or len(reference_set), len(reference_set))
         return Feeder(pl_module, reference_set, num_reference, self.num_samples, self.batch_size, self.seed, with_labels,
-                      sample_options=self.sample_options)
+                      sample_options=self.sample_options, label_field=self._extractor.label_field)
 
     def _load_extractor(self, datamodule: Any) -> None:
         if self._extractor is None:
-            self._extractor = FEATURES.get(self.features)(weights=self.feature_weights, resize=self.feature_resize,
-                                                          image_shape=tuple(datamodule.image_shape))
+            reference_set = getattr(datamodule, f"{self.split}_set", None)  # its images may differ from training's (B -> A)
+            shape = reference_image_shape(reference_set) if reference_set is not None and len(reference_set) else tuple(datamodule.image_shape)
+            self._extractor = FEATURES.get(self.features)(weights=self.feature_weights, resize=self.feature_resize, image_shape=shape)
 
     def produces(self, key: str) -> bool:
         """Whether ``key`` (e.g. ``fid/classifier-mnist5k``) is one of the numbers this callback logs when it is due:
