@@ -60,13 +60,16 @@ class SampleGridLogger(Callback):
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0 and not trainer.is_last_batch:
             return
         fields = batch if isinstance(batch, dict) else {"image": batch[0] if isinstance(batch, (tuple, list)) else batch}
-        self.log_grids(trainer, pl_module, fields["image"], fields.get("source"))  # dict batches: gen_research/data/batch.py
+        # dict batches: gen_research/data/batch.py
+        self.log_grids(trainer, pl_module, fields["image"], fields.get("source"), fields.get("target_domain"))
 
     @rank_zero_only
     @torch.no_grad()
-    def log_grids(self, trainer: pl.Trainer, pl_module: pl.LightningModule, images: torch.Tensor, sources: torch.Tensor | None = None) -> None:
+    def log_grids(self, trainer: pl.Trainer, pl_module: pl.LightningModule, images: torch.Tensor, sources: torch.Tensor | None = None,
+                  target_domains: torch.Tensor | None = None) -> None:
         """Grids of what the model can do (gen_research/models/contract.py): samples, translations of ``sources``
-        (or reconstructions of ``images``), interpolations between ``images`` (between prior latents for a model without
+        (into ``target_domains`` when the batch names them, else into every domain of a multi-domain model; or
+        reconstructions of ``images``), interpolations between ``images`` (between prior latents for a model without
         an encoder)."""
         was_training = pl_module.training
         pl_module.eval()
@@ -76,10 +79,16 @@ class SampleGridLogger(Callback):
             grids["samples"] = (pl_module.sample(self.num_samples, generator=generator, **self.sample_options), None)
         originals = images[: self.num_reconstructions]
         row = min(8, len(originals))
-        if can(pl_module, Translates) and sources is not None and self.num_reconstructions > 0:  # rows of sources, then translations
+        domains = pl_module.target_domains if can(pl_module, Translates) else None
+        if can(pl_module, Translates) and domains and sources is None and target_domains is None:  # StarGAN's figure
+            shown = images[: min(8, self.num_reconstructions)]
+            columns = [pl_module.translate(shown, torch.full((len(shown),), k, device=shown.device)) for k in range(domains)]
+            grids["translations"] = (torch.stack(_same_channels([shown, *columns]), dim=1).flatten(0, 1), domains + 1)
+        elif can(pl_module, Translates) and sources is not None and self.num_reconstructions > 0:  # rows of sources, then translations
             shown = sources[: self.num_reconstructions]
             row = min(8, len(shown))
-            grids["translations"] = (_interleave_rows(shown, pl_module.translate(shown), row), row)
+            translated = pl_module.translate(shown, None if target_domains is None else target_domains[: len(shown)])
+            grids["translations"] = (_interleave_rows(*_same_channels([shown, translated]), row), row)
         elif can(pl_module, Reconstructs) and self.num_reconstructions > 0:
             grids["reconstructions"] = (_interleave_rows(originals, pl_module.reconstruct(originals), row), row)
         pairs = min(self.interpolation_pairs, len(images) // 2)
@@ -103,6 +112,12 @@ class SampleGridLogger(Callback):
                 if hasattr(logger, "log_image"):
                     logger.log_image(key=f"images/{kind}", images=[array], step=trainer.global_step, caption=[f"epoch {epoch}"])
         pl_module.train(was_training)
+
+
+def _same_channels(batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Grey batches repeated to RGB when some batch of one grid is RGB (a grey -> colour translator's grid)."""
+    widest = max(batch.shape[1] for batch in batches)
+    return [batch.expand(-1, widest, -1, -1) if batch.shape[1] == 1 else batch for batch in batches]
 
 
 def _interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, row: int) -> torch.Tensor:
