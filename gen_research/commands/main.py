@@ -14,8 +14,8 @@ import sys
 from gen_research.errors import GenResearchError
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "sample", "export", "sweep", "submit", "list")
-USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sample,export,sweep,submit,list} ...
+COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "sample", "translate", "export", "sweep", "submit", "list")
+USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sample,translate,export,sweep,submit,list} ...
 
   fit       train:      --config experiments/quickstart.yaml [--model.init_args.beta=4] [--ckpt_path last]
   validate  validate a checkpoint: --config EXP --ckpt_path CKPT
@@ -23,6 +23,8 @@ USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sam
   predict   run predict_step:      --config EXP --ckpt_path CKPT
   evaluate  metrics (FID, KID, precision/recall, ...): --config EXP --ckpt_path CKPT | --real DIR --fake DIR
   sample    images from a checkpoint:  --config EXP --ckpt_path CKPT [--num-images N --seed S --out DIR]
+  translate your images through a translator: --config EXP --ckpt_path CKPT --input DIR_OR_IMAGE [--out DIR]
+            [--direction AtoB | --target-domain K|NAME|all] [--tile N --overlap M] [--targets DIR]
   export    a diffusion checkpoint as a diffusers pipeline folder: --config EXP --ckpt_path CKPT --out DIR
   sweep     a W&B sweep file, run locally: FILE [--count N --seed S --shard i/K] [--dry-run]
   submit    a fit as a SLURM job:      --config EXP [--nodes N --gpus-per-node G --time HH:MM:SS ...] [--dry-run]
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             from gen_research.commands.sweep import sweep_command
 
             return sweep_command(argv[1:])
-        if command in ("evaluate", "sample", "export"):
+        if command in ("evaluate", "sample", "translate", "export"):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             if command == "evaluate":
                 from gen_research.commands.evaluate import evaluate_command
@@ -59,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
                 from gen_research.commands.export import export_command
 
                 return export_command(argv[1:])
+            if command == "translate":
+                from gen_research.commands.translate import translate_command
+
+                return translate_command(argv[1:])
             from gen_research.commands.sample import sample_command
 
             return sample_command(argv[1:])
