@@ -1,4 +1,5 @@
-"""The shared base of every data module: seeded splits, [-1, 1] images, named batch fields, resumable order, seeded flips."""
+"""The shared base of every data module: seeded splits, [-1, 1] images, named batch fields, resumable order, seeded
+flips and random crops."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from gen_research.data.batch import IMAGE_FIELDS, collate_fields
 from gen_research.data.datasets import split_indices
 from gen_research.data.resumable_order import ResumableOrder
-from gen_research.data.transforms import flip_fields, flip_seed, output_shape
+from gen_research.data.transforms import augment_fields, center_crop_item, flip_seed, output_shape
 from gen_research.errors import GenResearchError
 
 SPLITS = ("train", "val", "test")
@@ -24,6 +25,21 @@ Splits = dict[str, tuple[Dataset, Tensor]]  # split name -> (dataset, label of e
 def global_seed() -> int:
     """The seed Lightning's ``seed_everything`` exported (0 if it was not called)."""
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+class CenterCropped(Dataset):
+    """A dataset whose items' images are centre-cropped to ``size``: what every split serves to whoever reads it
+    directly (evaluation, reference features); training batches instead take a seeded random crop of ``dataset``."""
+
+    def __init__(self, dataset: Dataset, size: int) -> None:
+        self.dataset = dataset
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        return center_crop_item(self.dataset[index], IMAGE_FIELDS, self.size)
 
 
 def _is_fitting(trainer: Any) -> bool:
@@ -41,6 +57,8 @@ class ImageDataModule(LightningDataModule):
         split_seed: seed of the train/val(/test) split; the same seed always gives the same split.
         resize: resize the shorter image side to this many pixels.
         center_crop: then crop a centred square of this size.
+        random_crop: then crop training images to a random square of this size (seeded, reproducible; pix2pix's
+            "resize 286, random crop 256"); validation, test and predict images take the centred square instead.
         random_flip: flip training images horizontally with probability 0.5 (seeded, reproducible).
         holdout_class: leave this class out of train and val (anomaly detection); test keeps it.
         num_workers: DataLoader worker processes.
@@ -52,6 +70,9 @@ class ImageDataModule(LightningDataModule):
     data_name = "data"
     #: The named fields of every batch (gen_research.models.contract.BATCH_FIELDS names them; models declare theirs).
     batch_fields: tuple[str, ...] = ("image", "label")
+    #: Random crops and flips: one draw per item for all its image fields (a pair stays aligned). Unpaired data sets
+    #: False so each field draws its own (CycleGAN transforms A and B independently).
+    joint_geometry: bool = True
 
     def __init__(
         self,
@@ -65,11 +86,12 @@ class ImageDataModule(LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        random_crop: int | None = None,
     ) -> None:
         super().__init__()
         self._check_positive("batch_size", batch_size)
         self._check_fraction("val_fraction", val_fraction)
-        for name, value in (("resize", resize), ("center_crop", center_crop)):
+        for name, value in (("resize", resize), ("center_crop", center_crop), ("random_crop", random_crop)):
             if value is not None:
                 self._check_positive(name, value)
         if num_workers < 0:
@@ -79,6 +101,7 @@ class ImageDataModule(LightningDataModule):
         self.split_seed = split_seed
         self.resize = resize
         self.center_crop = center_crop
+        self.random_crop = random_crop
         self.random_flip = random_flip
         self.holdout_class = holdout_class
         self.num_workers = num_workers
@@ -107,10 +130,20 @@ class ImageDataModule(LightningDataModule):
     # ---- static facts, known before setup ----------------------------------------------------
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the images in a batch, after resize and crop."""
+        """(C, H, W) of the images in a batch, after resize and crops."""
         if self._image_shape is None:
-            self._image_shape = output_shape(self._raw_shape(), self.resize, self.center_crop)
+            self._image_shape = self.geometry_shape(self._raw_shape())
         return self._image_shape
+
+    def geometry_shape(self, raw_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """(C, H, W) that an image of ``raw_shape`` has in a batch: after resize, center_crop and random_crop."""
+        channels, height, width = output_shape(raw_shape, self.resize, self.center_crop)
+        if self.random_crop is None:
+            return channels, height, width
+        if self.random_crop > min(height, width):
+            self._fail(f"random_crop={self.random_crop} is larger than the {height}x{width} images (after resize and "
+                       "center_crop); lower it or raise data.init_args.resize", "random_crop")
+        return channels, self.random_crop, self.random_crop
 
     # ---- building ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -123,6 +156,8 @@ class ImageDataModule(LightningDataModule):
             if self.holdout_class is not None and name != "test":
                 keep = torch.nonzero(labels != self.holdout_class).flatten()
                 dataset = Subset(dataset, keep.tolist())
+            if self.random_crop is not None:
+                dataset = CenterCropped(dataset, self.random_crop)
             setattr(self, f"{name}_set", dataset)
 
     def seeded_split(self, n: int, test_fraction: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
@@ -143,6 +178,8 @@ class ImageDataModule(LightningDataModule):
     # ---- loaders -----------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset("train")
+        if isinstance(dataset, CenterCropped):  # training crops at random, per batch (on_after_batch_transfer)
+            dataset = dataset.dataset
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = ResumableOrder(dataset, num_replicas=world, rank=rank, shuffle=True, seed=global_seed())
@@ -210,17 +247,19 @@ class ImageDataModule(LightningDataModule):
 
     # ---- augmentation ------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # Flips happen here rather than in per-item transforms: per-item randomness would draw
-        # from each worker's global RNG and could not be replayed exactly after a resume. One draw per item
-        # flips all its image fields alike (a source/target pair stays aligned).
+        # Crops and flips happen here rather than in per-item transforms: per-item randomness would draw
+        # from each worker's global RNG and could not be replayed exactly after a resume. With joint_geometry one
+        # draw per item applies to all its image fields alike (a source/target pair stays aligned). Evaluation
+        # batches were centre-cropped per item already (CenterCropped).
         trainer = self.trainer
-        if not self.random_flip or trainer is None or not trainer.training:
+        if not (self.random_flip or self.random_crop is not None) or trainer is None or not trainer.training:
             return batch
         device = next(batch[name].device for name in IMAGE_FIELDS if isinstance(batch.get(name), Tensor))
         step = trainer.fit_loop.epoch_loop.batch_progress.current.ready
         seed = flip_seed(global_seed() + 7919 * int(trainer.global_rank), int(trainer.current_epoch), int(step))
         generator = torch.Generator(device=device).manual_seed(seed)
-        return flip_fields(batch, IMAGE_FIELDS, generator)
+        return augment_fields(batch, IMAGE_FIELDS, generator, crop=self.random_crop, flip=self.random_flip,
+                              joint=self.joint_geometry)
 
     # ---- validation helpers ------------------------------------------------------------------
     def _check_holdout(self) -> None:

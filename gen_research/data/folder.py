@@ -31,6 +31,32 @@ def find_images(folder: str) -> list[str]:
     return sorted(found)
 
 
+def check_image_files(paths: list[str], resize: int | None, center_crop: int | None, data_name: str, root: str) -> None:
+    """Every file is a readable image, and batches need one size: without center_crop, every image must come
+    out like the first (one-line errors naming the file or the sizes found under ``root``)."""
+    out_size: dict[tuple[int, int], tuple[int, int]] = {}  # raw (h, w) -> size after resize
+    sizes: Counter[tuple[int, int]] = Counter()
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+                # Reads the file without decoding pixels: for PNG every chunk's CRC up to IEND, so a truncated
+                # or damaged PNG is reported here, at setup, not as a traceback mid-training. Other formats'
+                # damage that verify() cannot see fails on first read, naming the file (data/datasets.py).
+                img.verify()
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError) as err:
+            raise GenResearchError(f"{data_name}: cannot read image {path!r} ({err}); remove or fix it") from None
+        if (h, w) not in out_size:  # few distinct sizes: run the real resize once per size
+            out_size[(h, w)] = output_shape((1, h, w), resize, None)[1:]
+        sizes[out_size[(h, w)]] += 1
+    if len(sizes) > 1 and center_crop is None:  # a square crop gives every image the same size (padding small ones)
+        common = ", ".join(f"{h}x{w} ({n} images)" for (h, w), n in sizes.most_common(3))
+        raise GenResearchError(
+            f"{data_name}: images under {os.path.abspath(root)!r} come out in different sizes"
+            f" ({common}); set data.init_args.resize and data.init_args.center_crop to one square size"
+        )
+
+
 @DATA.register("image_folder", "your own images from a folder; class subfolders become labels")
 class ImageFolderData(ImageDataModule):
     """Images from a folder (searched recursively). If the folder holds only subfolders with images,
@@ -110,29 +136,7 @@ class ImageFolderData(ImageDataModule):
             raise GenResearchError(f"{self.data_name}: cannot read image {path!r} ({err}); remove or fix it") from None
 
     def _check_sizes(self) -> None:
-        """Every file is a readable image, and batches need one size: without center_crop, every image must come
-        out like the first."""
-        out_size: dict[tuple[int, int], tuple[int, int]] = {}  # raw (h, w) -> size after resize
-        sizes: Counter[tuple[int, int]] = Counter()
-        for path in self.paths:
-            try:
-                with Image.open(path) as img:
-                    w, h = img.size
-                    # Reads the file without decoding pixels: for PNG every chunk's CRC up to IEND, so a truncated
-                    # or damaged PNG is reported here, at setup, not as a traceback mid-training. Other formats'
-                    # damage that verify() cannot see fails on first read, naming the file (data/datasets.py).
-                    img.verify()
-            except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError) as err:
-                raise GenResearchError(f"{self.data_name}: cannot read image {path!r} ({err}); remove or fix it") from None
-            if (h, w) not in out_size:  # few distinct sizes: run the real resize once per size
-                out_size[(h, w)] = output_shape((1, h, w), self.resize, None)[1:]
-            sizes[out_size[(h, w)]] += 1
-        if len(sizes) > 1 and self.center_crop is None:  # a square crop gives every image the same size (padding small ones)
-            common = ", ".join(f"{h}x{w} ({n} images)" for (h, w), n in sizes.most_common(3))
-            raise GenResearchError(
-                f"{self.data_name}: images under {os.path.abspath(self.root)!r} come out in different sizes"
-                f" ({common}); set data.init_args.resize and data.init_args.center_crop to one square size"
-            )
+        check_image_files(self.paths, self.resize, self.center_crop, self.data_name, self.root)
 
     def _build_splits(self) -> Splits:
         self._check_sizes()

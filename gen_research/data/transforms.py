@@ -1,6 +1,6 @@
-"""Deterministic image ops shared by all data modules: geometry, scaling to [-1, 1], seeded flips.
+"""Deterministic image ops shared by all data modules: geometry, scaling to [-1, 1], seeded flips and crops.
 
-Nothing here touches the global RNG: random flips take an explicit generator so that a resumed run
+Nothing here touches the global RNG: random flips and crops take an explicit generator so that a resumed run
 reproduces the same augmentation regardless of worker count or what else consumed random numbers.
 """
 
@@ -80,3 +80,68 @@ def flip_fields(batch: Mapping[str, Any], fields: Sequence[str], generator: torc
         raise ValueError(f"image fields of one batch must hold the same number of items; got {sizes}")
     flip = flip_draw(count, generator)
     return {**batch, **{name: _apply_flip(batch[name], flip) for name in present}}
+
+
+def crop_draw(count: int, height: int, width: int, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Top and left corners (int64 [count] each) of ``count`` random ``size`` squares inside ``height x width``."""
+    top = torch.randint(0, height - size + 1, (count,), generator=generator, device=generator.device)
+    left = torch.randint(0, width - size + 1, (count,), generator=generator, device=generator.device)
+    return top, left
+
+
+def _apply_crop(images: Tensor, top: Tensor, left: Tensor, size: int) -> Tensor:
+    # One gather for the whole batch (each item its own corner); torchvision's crop takes one corner per call.
+    steps = torch.arange(size, device=images.device)
+    rows = (top.to(images.device)[:, None] + steps)[:, :, None]
+    cols = (left.to(images.device)[:, None] + steps)[:, None, :]
+    items = torch.arange(images.shape[0], device=images.device)[:, None, None]
+    return images.permute(0, 2, 3, 1)[items, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def augment_fields(
+    batch: Mapping[str, Any],
+    fields: Sequence[str],
+    generator: torch.Generator,
+    crop: int | None = None,
+    flip: bool = False,
+    joint: bool = True,
+) -> dict[str, Any]:
+    """A copy of a dict batch with its image ``fields`` (those present) randomly cropped to ``crop`` x ``crop`` and/or
+    flipped, drawing from ``generator`` only (crop corners, then flips).
+
+    ``joint``: one draw per item applied to all its fields alike (a source/target pair stays aligned; pix2pix's
+    aligned dataset); otherwise each field draws its own, in ``fields`` order (CycleGAN's unaligned dataset
+    transforms A and B independently). Joint flips without a crop are exactly :func:`flip_fields`."""
+    present = [name for name in fields if isinstance(batch.get(name), Tensor)]
+    if not present or (crop is None and not flip):
+        return dict(batch)
+    count = batch[present[0]].shape[0]
+    if any(batch[name].shape[0] != count for name in present):
+        sizes = ", ".join(f"{name} {batch[name].shape[0]}" for name in present)
+        raise ValueError(f"image fields of one batch must hold the same number of items; got {sizes}")
+    out = dict(batch)
+    for group in [present] if joint else [[name] for name in present]:
+        if crop is not None:
+            sizes = {tuple(batch[name].shape[-2:]) for name in group}
+            if len(sizes) != 1:
+                shown = ", ".join(f"{name} {tuple(batch[name].shape[-2:])}" for name in group)
+                raise ValueError(f"a joint crop needs image fields of one size; got {shown}")
+            (height, width), = sizes
+            if crop > min(height, width):
+                raise ValueError(f"cannot crop {crop}x{crop} out of {height}x{width} images")
+            top, left = crop_draw(count, height, width, crop, generator)
+            out.update({name: _apply_crop(out[name], top, left, crop) for name in group})
+        if flip:
+            flipped = flip_draw(count, generator)
+            out.update({name: _apply_flip(out[name], flipped) for name in group})
+    return out
+
+
+def center_crop_item(item: Any, fields: Sequence[str], size: int) -> Any:
+    """A dataset item (dict of fields or ``(image, label)`` tuple) with its images centre-cropped to ``size``."""
+    if isinstance(item, Mapping):
+        return {name: TF.center_crop(value, [size, size]) if name in fields and isinstance(value, Tensor) else value
+                for name, value in item.items()}
+    if isinstance(item, (tuple, list)):
+        return (TF.center_crop(item[0], [size, size]), *item[1:])
+    return TF.center_crop(item, [size, size])
