@@ -5,7 +5,8 @@ serve the same batch fields (gen_research/models/contract.py BATCH_FIELDS):
 
 - :class:`PairedDataset`: ``{"source", "target", "image" (= target), "label"}`` (pix2pix's aligned dataset);
 - :class:`UnpairedDataset`: ``{"source", "image", "label", "domain", "target_domain"}`` (CycleGAN's unaligned one);
-- :class:`MultiDomainDataset`: ``{"image", "source" (= image), "domain", "target_domain", "label"}`` (StarGAN's).
+- :class:`MultiDomainDataset`: ``{"image", "domain", "target_domain", "label"}`` (StarGAN's): no ``source`` field,
+  the image is the source (gen_research/models/contract.py: ``domain`` is then the domain of ``image``).
 """
 
 from __future__ import annotations
@@ -114,8 +115,7 @@ class MultiDomainDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, label = self.images[index]
-        return {"image": image, "source": image, "domain": self.domains[index], "target_domain": self.targets[index],
-                "label": label}
+        return {"image": image, "domain": self.domains[index], "target_domain": self.targets[index], "label": label}
 
 
 __all__ = ["DIRECTIONS", "MultiDomainDataset", "PairedDataset", "UnpairedDataset", "target_attributes", "target_domain_ids"]

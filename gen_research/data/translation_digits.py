@@ -283,7 +283,7 @@ class DigitsToColour(_DerivedDigits):
 class DigitDomains(_DerivedDigits):
     """mnist5k digits in ``num_domains`` colour/style domains (the first K of :data:`STYLES`: red, green,
     blue_on_white, yellow_on_texture, inverted, cyan_outline), each digit in exactly one (seeded, balanced).
-    Items as multidomain_folder's: ``{"image": x, "source": x, "domain": its style id, "target_domain": every other
+    Items as multidomain_folder's: ``{"image": x, "domain": its style id, "target_domain": every other
     domain in turn, "label": the digit's class}`` (the class is for evaluation: class preservation).
 
     Args:
@@ -292,7 +292,7 @@ class DigitDomains(_DerivedDigits):
     """
 
     data_name = "digit_domains"
-    batch_fields = ("image", "label", "source", "domain", "target_domain")
+    batch_fields = ("image", "label", "domain", "target_domain")
     multi_label = False
 
     def __init__(

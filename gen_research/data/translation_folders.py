@@ -273,7 +273,7 @@ class MultiDomainFolderData(_TranslationFolderData):
     CSV copy; convert the original whitespace-separated .txt first); ``attributes`` chooses the columns (StarGAN's
     ``selected_attrs``).
 
-    Items of every split: ``{"image": x, "source": x, "domain": own, "target_domain": t, "label": 0}``: own is an
+    Items of every split: ``{"image": x, "domain": own, "target_domain": t, "label": 0}``: own is an
     int64 id (single-label) or a float32 0/1 vector [K] (multi-label); the item at position k of its split asks for
     t = ``(own + 1 + k % (K - 1)) % K`` (every other domain in turn) or own with attribute ``k % K`` flipped.
 
@@ -286,7 +286,7 @@ class MultiDomainFolderData(_TranslationFolderData):
     """
 
     data_name = "multidomain_folder"
-    batch_fields = ("image", "label", "source", "domain", "target_domain")
+    batch_fields = ("image", "label", "domain", "target_domain")
     layout = "root/<domain>/ image subfolders (one per domain), or attributes_csv naming images under root"
 
     def __init__(
