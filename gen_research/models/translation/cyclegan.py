@@ -126,12 +126,15 @@ class CycleGAN(TranslationBase):
         ids = target.long()
         wanted = {int(i) for i in ids.unique()}
         out_channels = self.channels["B" if wanted == {1} else "A"] if len(wanted) == 1 else max(self.channels.values())
-        out = images.new_empty(len(images), out_channels, *images.shape[-2:])
+        out: Tensor | None = None
         for domain, generator, source in ((1, "ab", "A"), (0, "ba", "B")):
             chosen = ids == domain
             if bool(chosen.any()):
-                translated = self.generators[generator](match_channels(images[chosen], self.channels[source]))
-                out[chosen] = match_channels(translated, out_channels)
+                translated = match_channels(self.generators[generator](match_channels(images[chosen], self.channels[source])), out_channels)
+                if out is None:  # the generators' dtype (bf16 under autocast)
+                    out = translated.new_empty(len(images), *translated.shape[1:])
+                out[chosen] = translated
+        assert out is not None
         return out
 
     # ---- training ------------------------------------------------------------------------------------

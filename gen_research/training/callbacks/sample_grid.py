@@ -68,8 +68,8 @@ class SampleGridLogger(Callback):
     def log_grids(self, trainer: pl.Trainer, pl_module: pl.LightningModule, images: torch.Tensor, sources: torch.Tensor | None = None,
                   target_domains: torch.Tensor | None = None) -> None:
         """Grids of what the model can do (gen_research/models/contract.py): samples, translations of ``sources``
-        (into ``target_domains`` when the batch names them, else into every domain of a multi-domain model; or
-        reconstructions of ``images``), interpolations between ``images`` (between prior latents for a model without
+        (into the batch's ``target_domains`` when it names them), of a multi-domain model's ``images`` into every
+        domain (its data has no separate sources), or reconstructions of ``images``, interpolations between ``images`` (between prior latents for a model without
         an encoder)."""
         was_training = pl_module.training
         pl_module.eval()
@@ -80,7 +80,7 @@ class SampleGridLogger(Callback):
         originals = images[: self.num_reconstructions]
         row = min(8, len(originals))
         domains = pl_module.target_domains if can(pl_module, Translates) else None
-        if can(pl_module, Translates) and domains and sources is None and target_domains is None:  # StarGAN's figure
+        if can(pl_module, Translates) and domains and sources is None:  # the images are the sources: StarGAN's figure
             shown = images[: min(8, self.num_reconstructions)]
             columns = [pl_module.translate(shown, torch.full((len(shown),), k, device=shown.device)) for k in range(domains)]
             grids["translations"] = (torch.stack(_same_channels([shown, *columns]), dim=1).flatten(0, 1), domains + 1)
