@@ -129,3 +129,17 @@ def test_checkpoint_round_trip(trained, tmp_path, all_digits):
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x))
     assert loaded.hparams.feature_name == "digits-clf"
+
+
+def test_a_domain_classifier_learns_the_domain_field_and_checks_its_data():
+    from types import SimpleNamespace
+
+    model = Classifier(image_shape=(3, 8, 8), num_classes=10, channels=[4], feature_dim=8, label_field="domain", num_domains=3)
+    assert model.BATCH_FIELDS == ("image", "domain") and model.num_classes == 3 and model.hparams.label_field == "domain"
+    batch = {"image": torch.zeros(4, 3, 8, 8), "domain": torch.tensor([0, 1, 2, 0]), "label": torch.tensor([9, 9, 9, 9])}
+    assert model.predict_step(batch, 0)["labels"].tolist() == [0, 1, 2, 0]  # the domain, not the digit class
+    model.check_data(SimpleNamespace(num_domains=3, multi_label=False), "digit_domains")
+    with pytest.raises(GenResearchError, match="set it to 4"):
+        model.check_data(SimpleNamespace(num_domains=4, multi_label=False), "digit_domains")
+    with pytest.raises(GenResearchError, match="needs model.init_args.num_domains"):
+        Classifier(image_shape=(3, 8, 8), num_classes=10, label_field="domain")
