@@ -69,11 +69,14 @@ def train_side_by_side(names: list[str], max_time: str | None, logs: Path) -> di
         command = [sys.executable, "-m", "gen_research", "fit", "--config", f"experiments/{experiment}.yaml", *extra,
                    "--trainer.enable_progress_bar=false", *([f"--trainer.max_time={max_time}"] if max_time else [])]
         processes[name] = subprocess.Popen(command, cwd=REPO, env=env, stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT)
-    seconds = {}
-    for name, process in processes.items():
-        if process.wait() != 0:
-            raise SystemExit(f"{name} failed: see {logs / f'{name}.log'}")
-        seconds[name] = round(time.time() - started, 1)
+    seconds: dict[str, float] = {}
+    while len(seconds) < len(processes):  # each run's own end, not the order they are waited for in
+        for name, process in processes.items():
+            if name not in seconds and process.poll() is not None:
+                if process.returncode != 0:
+                    raise SystemExit(f"{name} failed: see {logs / f'{name}.log'}")
+                seconds[name] = round(time.time() - started, 1)
+        time.sleep(1.0)
     return seconds
 
 
