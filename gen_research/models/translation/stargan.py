@@ -91,6 +91,9 @@ class StarGAN(TranslationBase):
         self.optimizer_specs = optimizer_specs(optimizers, self.NETWORKS, defaults={name: STARGAN_OPTIMIZER for name in self.NETWORKS})
 
     def check_data(self, datamodule: Any, data_name: str) -> None:
+        if "source" in tuple(getattr(datamodule, "batch_fields", ())):  # its domain would be the source's, not the image's
+            raise GenResearchError(f"stargan trains on images labelled with their own domain (multidomain_folder, digit_domains); "
+                                   f"{data_name} pairs sources with images of another domain: use cyclegan for it")
         names = getattr(datamodule, "domain_names", None)
         if names is not None and tuple(names) != self.domain_names:
             raise GenResearchError(f"{data_name}'s domains are {list(names)} but model.init_args.domains={list(self.domain_names)}; "

@@ -86,6 +86,8 @@ def test_stargan_conditions_on_one_hot_ids_or_attribute_vectors_and_checks_its_d
     model.check_data(SimpleNamespace(domain_names=("red", "green", "blue"), multi_label=False), "digit_domains")
     with pytest.raises(GenResearchError, match=r"set model.init_args.domains: \['a', 'b', 'c'\]"):
         model.check_data(SimpleNamespace(domain_names=("a", "b", "c"), multi_label=False), "digit_domains")
+    with pytest.raises(GenResearchError, match="use cyclegan for it"):
+        model.check_data(SimpleNamespace(batch_fields=("source", "image", "domain"), domain_names=("A", "B")), "digits2colour")
     with pytest.raises(GenResearchError, match="set model.init_args.multi_label: true"):
         model.check_data(SimpleNamespace(domain_names=("red", "green", "blue"), multi_label=True), "celeba")
     with pytest.raises(GenResearchError, match="at least 2 distinct domain names"):
