@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gen_research.errors import GenResearchError
@@ -299,6 +300,19 @@ def stargan_depth(image_size: int) -> int:
     return max(1, math.floor(math.log2(image_size)) - 1)
 
 
+class PerImageInstanceNorm2d(nn.InstanceNorm2d):
+    """yunjey/stargan's ``InstanceNorm2d(affine=True, track_running_stats=True)``, normalising by each image's own
+    statistics in eval mode too. The reference never calls ``eval()`` (its solver tests and samples in training
+    mode), so its running statistics are tracked but never used; torch's eval mode would switch to them, and an
+    average over every training image and target domain is not what any one translation was trained with. The
+    buffers stay (state_dict keys as the reference's); eval-mode calls leave them untouched."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            return super().forward(x)
+        return F.instance_norm(x, None, None, self.weight, self.bias, use_input_stats=True, eps=self.eps)
+
+
 class StarGANResidualBlock(nn.Module):
     """yunjey/stargan's ``ResidualBlock``: x + (conv3, IN, ReLU, conv3, IN), no biases, affine IN with running stats."""
 
@@ -306,9 +320,9 @@ class StarGANResidualBlock(nn.Module):
         super().__init__()
         self.main = nn.Sequential(
             nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1, bias=False),
-            nn.InstanceNorm2d(channels, affine=True, track_running_stats=True), nn.ReLU(inplace=True),
+            PerImageInstanceNorm2d(channels, affine=True, track_running_stats=True), nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1, bias=False),
-            nn.InstanceNorm2d(channels, affine=True, track_running_stats=True))
+            PerImageInstanceNorm2d(channels, affine=True, track_running_stats=True))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.main(x)
@@ -317,7 +331,8 @@ class StarGANResidualBlock(nn.Module):
 class StarGANGenerator(nn.Module):
     """yunjey/stargan's ``Generator``: the target domain vector tiled as extra input channels, conv7, two k4 s2
     downsamplings, repeat_num residual blocks, two k4 s2 transposed-conv upsamplings, conv7, Tanh; no biases,
-    InstanceNorm2d(affine=True, track_running_stats=True) throughout."""
+    InstanceNorm2d(affine=True, track_running_stats=True) throughout, per image in eval mode as the reference's use
+    (:class:`PerImageInstanceNorm2d`)."""
 
     def __init__(self, image_channels: int = 3, num_domains: int = 5, conv_dim: int = 64, repeat_num: int = 6) -> None:
         super().__init__()
@@ -327,7 +342,7 @@ class StarGANGenerator(nn.Module):
         self.image_channels, self.num_domains = image_channels, num_domains
 
         def norm(channels: int) -> nn.Module:
-            return nn.InstanceNorm2d(channels, affine=True, track_running_stats=True)
+            return PerImageInstanceNorm2d(channels, affine=True, track_running_stats=True)
 
         layers: list[nn.Module] = [nn.Conv2d(image_channels + num_domains, conv_dim, kernel_size=7, stride=1, padding=3,
                                              bias=False), norm(conv_dim), nn.ReLU(inplace=True)]

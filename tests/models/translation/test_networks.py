@@ -261,3 +261,23 @@ def test_impossible_parameters_are_one_line_errors(build, message):
     with pytest.raises(GenResearchError, match=message) as caught:
         build()
     assert "\n" not in str(caught.value)
+
+
+def test_stargan_generator_normalises_per_image_in_eval_mode_as_the_reference_uses_it():
+    # yunjey/stargan never calls eval(): its translations use each image's own statistics, never the running ones.
+    torch.manual_seed(0)
+    g = StarGANGenerator(image_channels=3, num_domains=2, conv_dim=4, repeat_num=1)
+    x, c = torch.randn(3, 3, 8, 8), torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    with torch.no_grad():
+        g.train()
+        g(x * 5 + 3, c)  # running statistics now far from these inputs' own
+        training_mode = g(x, c)
+        buffers = {k: v.clone() for k, v in g.state_dict().items() if "running" in k}
+        g.eval()
+        evaluated = g(x, c)
+    assert torch.allclose(evaluated, training_mode, atol=1e-6)  # per-image statistics either way
+    g.eval()
+    with torch.no_grad():
+        g(x, c)
+    assert buffers and all(torch.equal(v, g.state_dict()[k]) for k, v in buffers.items())  # eval leaves them alone
+    assert torch.equal(g(x[:1], c[:1]), g(x[:1], c[:1]))  # eval mode: deterministic, nothing updated
