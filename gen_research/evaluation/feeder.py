@@ -90,7 +90,7 @@ class Feeder:
         if evaluator.needs_labels and self.mode == "samples" and self.label_field != "label":
             raise GenResearchError(f"the extractor predicts the {self.label_field!r} field, which only a translator's data names; "
                                    f"{name} samples classes: use a class classifier")
-        if getattr(evaluator, "needs_cycle_pairs", False) and not (self.mode == "translations" and getattr(self.model, "target_domains", None)):
+        if evaluator.needs_cycle_pairs and not (self.mode == "translations" and self.model.target_domains):
             raise GenResearchError(f"cycle_l1 translates images there and back: it needs a translator between named domains; {name} is not one")
         if evaluator.needs_pairs and not (can(self.model, Reconstructs) or can(self.model, Translates)):
             raise GenResearchError(f"ssim/psnr/lpips compare pairs: they need a model that reconstructs or translates images; {name} does neither")
@@ -179,7 +179,7 @@ class Feeder:
         if self.mode == "translations":
             source = fields.get("source", fields["image"]).to(device)
             target = fields.get("target_domain")
-            if target is None and getattr(self.model, "target_domains", None):
+            if target is None and self.model.target_domains:
                 raise GenResearchError(f"{type(self.model).__name__} translates into named domains, and these reference items name no "
                                        "target_domain; evaluate on its multi-domain or unpaired data (gen_research/data/batch.py)")
             return self.model.translate(source, target.to(device) if target is not None else None).float().clamp(-1, 1)
