@@ -257,11 +257,12 @@ def _translate_into(out: Path, args: argparse.Namespace, model: Any, inputs: lis
     from tqdm import tqdm
 
     from gen_research.data.datasets import load_image
+    from gen_research.data.transforms import to_signed_unit
     from gen_research.files.image_grid import save_grid
     from gen_research.sampling.tiling import translate_tiled
 
     def to_unit(path: Path, grayscale: bool) -> Any:
-        return load_image(str(path), grayscale=grayscale).float().div(127.5).sub(1.0)
+        return to_signed_unit(load_image(str(path), grayscale=grayscale))
 
     one_size = len({item.size for item in inputs}) == 1  # then grid.png shows every row (kept until the end)
     rows = []

@@ -22,11 +22,10 @@ from torch import Tensor, nn
 
 from gen_research.errors import GenResearchError
 from gen_research.models.common import check_number
-from gen_research.models.translation.family import REFERENCE_OPTIMIZER, TranslationBase, match_channels
+from gen_research.models.translation.family import REFERENCE_OPTIMIZER, TranslationBase, match_channels, patchgan_depth
 from gen_research.models.translation.image_pool import ImagePool
 from gen_research.models.translation.losses import check_gan_mode, discriminator_loss, gan_loss
-from gen_research.models.translation.networks import (NLayerDiscriminator, ResnetGenerator, init_weights_normal,
-                                                      n_layers_for_receptive_field, resnet_blocks_for)
+from gen_research.models.translation.networks import NLayerDiscriminator, ResnetGenerator, init_weights_normal, resnet_blocks_for
 from gen_research.registry import MODELS
 from gen_research.training.optimizers import optimizer_specs
 
@@ -81,8 +80,7 @@ class CycleGAN(TranslationBase):
     ) -> None:
         super().__init__()
         check_gan_mode(gan_mode)
-        for name, value in (("ngf", ngf), ("ndf", ndf), ("n_layers_d", n_layers_d)):
-            check_number("cyclegan", name, value, low=1, hint="a positive integer")
+        d_layers = patchgan_depth("cyclegan", ngf, ndf, n_layers_d, receptive_field)  # hparams keep what was given
         for name, value in (("lambda_a", lambda_a), ("lambda_b", lambda_b), ("lambda_identity", lambda_identity)):
             check_number("cyclegan", name, value, low=0.0, hint="10 (lambda_a, lambda_b) or 0.5 (lambda_identity)")
         check_number("cyclegan", "pool_size", pool_size, low=0, hint="50 (the reference) or 0 (no pool)")
@@ -96,16 +94,14 @@ class CycleGAN(TranslationBase):
         self.source_channels = max(channels_a, channels_b)  # translate() takes either domain: the wider reads both
         self.size_multiple = 4
         blocks = n_blocks if n_blocks is not None else resnet_blocks_for(min(height, width))
-        if receptive_field is not None:
-            n_layers_d = n_layers_for_receptive_field(receptive_field)
         self.gan_mode, self.lambda_a, self.lambda_b, self.lambda_identity = gan_mode, float(lambda_a), float(lambda_b), float(lambda_identity)
         self.generators = nn.ModuleDict({
             "ab": ResnetGenerator(channels_a, channels_b, ngf, norm, use_dropout, blocks),  # the reference's netG_A
             "ba": ResnetGenerator(channels_b, channels_a, ngf, norm, use_dropout, blocks),  # netG_B
         })
         self.discriminators = nn.ModuleDict({
-            "b": NLayerDiscriminator(channels_b, ndf, n_layers_d, norm),  # netD_A: real B vs G_AB(a)
-            "a": NLayerDiscriminator(channels_a, ndf, n_layers_d, norm),  # netD_B: real A vs G_BA(b)
+            "b": NLayerDiscriminator(channels_b, ndf, d_layers, norm),  # netD_A: real B vs G_AB(a)
+            "a": NLayerDiscriminator(channels_a, ndf, d_layers, norm),  # netD_B: real A vs G_BA(b)
         })
         for network in (self.generators, self.discriminators):
             network.apply(init_weights_normal)

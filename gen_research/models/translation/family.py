@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gen_research.errors import GenResearchError
-from gen_research.models.common import SeededEvaluation
+from gen_research.models.common import SeededEvaluation, check_number
 from gen_research.models.contract import ModelFamily
+from gen_research.models.translation.networks import n_layers_for_receptive_field
 from gen_research.training.multi_network import MultiNetworkTraining
 
 #: The references' Adam and linear decay (the second half of the run), for every network of pix2pix and CycleGAN.
@@ -54,6 +55,14 @@ def pad_to_multiple(images: Tensor, multiple: int) -> tuple[Tensor, tuple[int, i
         mode = "reflect" if pad_h < height and pad_w < width else "replicate"
         images = F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
     return images, (height, width)
+
+
+def patchgan_depth(family: str, ngf: int, ndf: int, n_layers_d: int, receptive_field: int | None) -> int:
+    """pix2pix's and CycleGAN's shared checks of the network widths, and the PatchGAN's depth: ``n_layers_d``, or the
+    smallest one whose receptive field covers ``receptive_field`` pixels when that is given."""
+    for name, value in (("ngf", ngf), ("ndf", ndf), ("n_layers_d", n_layers_d)):
+        check_number(family, name, value, low=1, hint="a positive integer")
+    return n_layers_for_receptive_field(receptive_field) if receptive_field is not None else n_layers_d
 
 
 class TranslationBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.LightningModule):
@@ -115,19 +124,20 @@ class TranslationBase(ModelFamily, MultiNetworkTraining, SeededEvaluation, L.Lig
         self.log_dict({f"{stage}/{k}": v.detach() for k, v in losses.items()}, prog_bar=on_step, on_step=on_step, on_epoch=not on_step,
                       sync_dist=not on_step, batch_size=batch_size)
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+    def _held_out_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         losses = self.held_out_losses(batch)
-        self.log_losses("val", losses, len(next(iter(batch.values()))))
+        self.log_losses(stage, losses, len(next(iter(batch.values()))))
         return losses
 
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._held_out_step(batch, "val")
+
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        losses = self.held_out_losses(batch)
-        self.log_losses("test", losses, len(next(iter(batch.values()))))
-        return losses
+        return self._held_out_step(batch, "test")
 
     def held_out_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Deterministic losses of a validation/test batch (the family's)."""
         raise NotImplementedError
 
 
-__all__ = ["LUMA", "REFERENCE_OPTIMIZER", "TranslationBase", "match_channels", "pad_to_multiple"]
+__all__ = ["LUMA", "REFERENCE_OPTIMIZER", "TranslationBase", "match_channels", "pad_to_multiple", "patchgan_depth"]

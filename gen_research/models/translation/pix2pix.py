@@ -16,10 +16,9 @@ from torch import Tensor
 
 from gen_research.errors import GenResearchError
 from gen_research.models.common import check_number
-from gen_research.models.translation.family import REFERENCE_OPTIMIZER, TranslationBase, match_channels
+from gen_research.models.translation.family import REFERENCE_OPTIMIZER, TranslationBase, match_channels, patchgan_depth
 from gen_research.models.translation.losses import check_gan_mode, discriminator_loss, gan_loss
-from gen_research.models.translation.networks import (NLayerDiscriminator, UnetGenerator, init_weights_normal,
-                                                      n_layers_for_receptive_field, patch_receptive_field, unet_depth)
+from gen_research.models.translation.networks import NLayerDiscriminator, UnetGenerator, init_weights_normal, patch_receptive_field, unet_depth
 from gen_research.registry import MODELS
 from gen_research.training.optimizers import optimizer_specs
 
@@ -69,8 +68,7 @@ class Pix2Pix(TranslationBase):
     ) -> None:
         super().__init__()
         check_gan_mode(gan_mode)
-        for name, value in (("ngf", ngf), ("ndf", ndf), ("n_layers_d", n_layers_d)):
-            check_number("pix2pix", name, value, low=1, hint="a positive integer")
+        d_layers = patchgan_depth("pix2pix", ngf, ndf, n_layers_d, receptive_field)  # hparams keep what was given
         check_number("pix2pix", "lambda_l1", lambda_l1, low=0.0, hint="100 (the reference)")
         check_number("pix2pix", "lambda_gan", lambda_gan, low=0.0, hint="1, or 0 for the L1-only baseline")
         if not lambda_l1 and not lambda_gan:
@@ -80,13 +78,11 @@ class Pix2Pix(TranslationBase):
         self.image_shape = (channels, height, width)
         self.source_channels = int(source_channels or channels)
         depth = num_downs if num_downs is not None else unet_depth(height, width)
-        if receptive_field is not None:
-            n_layers_d = n_layers_for_receptive_field(receptive_field)
         self.size_multiple = 2**depth
-        self.receptive_field = patch_receptive_field(n_layers_d)
+        self.receptive_field = patch_receptive_field(d_layers)
         self.lambda_l1, self.lambda_gan, self.gan_mode = float(lambda_l1), float(lambda_gan), gan_mode
         self.generator = UnetGenerator(self.source_channels, channels, depth, ngf, norm, use_dropout)
-        self.discriminator = NLayerDiscriminator(self.source_channels + channels, ndf, n_layers_d, norm)
+        self.discriminator = NLayerDiscriminator(self.source_channels + channels, ndf, d_layers, norm)
         for network in (self.generator, self.discriminator):
             network.apply(init_weights_normal)
         defaults = {name: REFERENCE_OPTIMIZER for name in self.NETWORKS}

@@ -50,6 +50,8 @@ def test_padding_reflects_when_it_can_and_grey_rgb_converts_back_exactly():
 def test_pix2pix_translates_any_size_in_one_direction():
     model = Pix2Pix(image_shape=(1, 28, 28), ngf=2, ndf=2, n_layers_d=1).eval()
     assert model.size_multiple == 32 and model.receptive_field == 16
+    by_field = Pix2Pix(image_shape=(1, 28, 28), ngf=2, ndf=2, receptive_field=30)  # the smallest PatchGAN covering 30 px
+    assert by_field.receptive_field == 34 and by_field.hparams.n_layers_d == 3  # hparams keep what was given
     assert model.translate(torch.zeros(2, 1, 13, 9)).shape == (2, 1, 13, 9)
     with pytest.raises(GenResearchError, match="translates in the one direction it was trained in"):
         model.translate(torch.zeros(1, 1, 28, 28), torch.tensor([1]))
