@@ -87,6 +87,10 @@ class Feeder:
         if evaluator.needs_labels and self.mode == "samples" and not conditioning_classes(self.model):
             wanting = ", ".join(evaluator.label_metrics)
             raise GenResearchError(f"class-conditional metrics ({wanting}) need a model that samples given classes; {name} does not")
+        if evaluator.needs_labels and self.mode == "translations" and self.label_field == "label" and not evaluator.options.num_classes:
+            # Folder data without classes labels every item 0: "accuracy" would be the share of outputs read as class 0.
+            raise GenResearchError(f"class metrics ({', '.join(evaluator.label_metrics)}) of {name}'s translations need data with classes, and "
+                                   "this data has none; evaluate the domain with a domain classifier (label_field: domain) instead")
         if evaluator.needs_labels and self.mode == "samples" and self.label_field != "label":
             raise GenResearchError(f"the extractor predicts the {self.label_field!r} field, which only a translator's data names; "
                                    f"{name} samples classes: use a class classifier")

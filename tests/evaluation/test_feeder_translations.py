@@ -1,6 +1,8 @@
 """What the evaluation feeder gives metrics for a translator: translations into each item's target domain, labels from
 the field the extractor's classifier predicts, cycle pairs, and no paired metric without a paired target."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -72,3 +74,14 @@ def test_a_translator_with_domains_needs_items_that_name_a_target_domain():
     items = [{"image": torch.zeros(1, 2, 2), "label": torch.tensor(0)}]
     with pytest.raises(GenResearchError, match="name no target_domain"):
         list(Feeder(ShiftTranslator(), items, 1, 1, batch_size=1).fakes())
+
+
+def test_class_metrics_of_translations_are_refused_on_data_without_classes():
+    """Folder data labels every item 0: an accuracy there would be the share of outputs read as class 0, exit status 0."""
+    wanting = SimpleNamespace(needs_labels=True, label_metrics=["accuracy"], needs_cycle_pairs=False, needs_pairs=False,
+                              needs_texts=False, options=SimpleNamespace(num_classes=None))
+    with pytest.raises(GenResearchError, match="need data with classes"):
+        Feeder(ShiftTranslator(), unpaired_items(2), 2, 2, batch_size=2, with_labels=True).check(wanting)
+    Feeder(ShiftTranslator(), unpaired_items(2), 2, 2, batch_size=2, with_labels=True, label_field="domain").check(wanting)
+    wanting.options.num_classes = 10
+    Feeder(ShiftTranslator(), unpaired_items(2), 2, 2, batch_size=2, with_labels=True).check(wanting)
