@@ -16,6 +16,8 @@ capability             what the model provides                                wh
 :class:`StyleSpace`    ``to_w(z)`` -> per-layer styles, ``synthesize(ws)``      ppl in W, style mixing, W walks
 :class:`Translates`    ``translate(images, target=None)``; ``target_domains``  evaluate, sample grids
 :class:`ExportsDiffusers` ``diffusers_pipeline(sampler)``; ``export_samplers`` export
+:class:`FirstStage`    ``encode_moments``/``decode_latents``; latent shape    ldm (a second stage), export
+:class:`Quantizes`     ``encode_codes``/``decode_codes``; ``codebook_size``   vq_prior (a prior over codes)
 =====================  =====================================================  ==============================
 
 and, on every family (class attributes of :class:`ModelFamily`, read without building a model):
@@ -225,6 +227,40 @@ class ExportsDiffusers(Protocol):
         ...
 
 
+@runtime_checkable
+class FirstStage(Protocol):
+    """An autoencoder whose latent space a second-stage model works in (latent diffusion, Rombach et al. 2022).
+
+    - ``latent_shape``: (C, h, w) of the latents of the images it was built for.
+    - ``encode_moments(images)`` -> (mean, std), each ``[B, *latent_shape]``: the encoder's posterior q(z | x) as a
+      diagonal Gaussian (a KL autoencoder); a deterministic encoder (VQ: the latents before quantisation, which
+      CompVis' VQ-f4 LDMs diffuse in) returns std zeros. Latents are ``mean + std * noise``.
+    - ``decode_latents(z)`` -> images in [-1, 1] (a VQ first stage quantises z first).
+    - ``diffusers_autoencoder()`` -> the diffusers ``AutoencoderKL`` / ``VQModel`` that does the same, for export.
+    """
+
+    latent_shape: tuple[int, int, int]
+
+    def encode_moments(self, images: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def decode_latents(self, z: Tensor) -> Tensor: ...
+
+    def diffusers_autoencoder(self) -> Any: ...
+
+
+@runtime_checkable
+class Quantizes(Protocol):
+    """A discrete latent space (VQ-VAE): ``encode_codes(images)`` -> int64 codes ``[B, h, w]`` in
+    0..``codebook_size``-1, ``decode_codes(codes)`` -> images in [-1, 1]; ``code_grid`` is (h, w)."""
+
+    codebook_size: int
+    code_grid: tuple[int, int]
+
+    def encode_codes(self, images: Tensor) -> Tensor: ...
+
+    def decode_codes(self, codes: Tensor) -> Tensor: ...
+
+
 CAPABILITIES: dict[type, str] = {
     Generates: "generate new images (sample)",
     Reconstructs: "reconstruct images",
@@ -233,6 +269,8 @@ CAPABILITIES: dict[type, str] = {
     StyleSpace: "map latents to a style space W and synthesize from it (StyleGAN)",
     Translates: "translate images (image-to-image)",
     ExportsDiffusers: "be exported as a diffusers pipeline",
+    FirstStage: "encode images to latents and decode them (a first-stage autoencoder)",
+    Quantizes: "encode images to discrete codes and decode them (a vector-quantised autoencoder)",
 }
 
 
@@ -354,10 +392,12 @@ __all__ = [
     "BATCH_FIELDS",
     "CAPABILITIES",
     "ExportsDiffusers",
+    "FirstStage",
     "Generates",
     "Interpolates",
     "LatentPrior",
     "ModelFamily",
+    "Quantizes",
     "Reconstructs",
     "StyleSpace",
     "SamplingContext",
