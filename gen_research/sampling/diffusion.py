@@ -75,7 +75,11 @@ def make_scheduler(name: str, train_config: dict[str, Any]) -> Any:
             f"sampler {name!r} does not support prediction_type {prediction!r}; pick another sampler (e.g. ddim)"
         )
     config = {k: v for k, v in dict(train_config).items() if not k.startswith("_")}
-    return SCHEDULERS[name].from_config({**config, **_OVERRIDES.get(name, {})})
+    overrides = dict(_OVERRIDES.get(name, {}))
+    if not config.get("clip_sample", True):  # unbounded data (latents): no x0 clipping or thresholding either
+        overrides.pop("thresholding", None)
+        overrides.pop("sample_max_value", None)
+    return SCHEDULERS[name].from_config({**config, **overrides})
 
 
 def classifier_free_guidance(
@@ -128,8 +132,9 @@ def sample(
     init_images: torch.Tensor | None = None,
     strength: float = 1.0,
     known_mask: torch.Tensor | None = None,
+    clip: bool = True,
 ) -> torch.Tensor:
-    """Run ``scheduler`` from x_T down to x_0; images clamped to [-1, 1].
+    """Run ``scheduler`` from x_T down to x_0; images clamped to [-1, 1] (``clip``; latents are left unbounded).
 
     Plain sampling starts from x_T ~ N(0, init_noise_sigma^2). With ``init_images`` (in [-1, 1]):
 
@@ -180,7 +185,7 @@ def sample(
             else:
                 known = init_images
             x = torch.where(known_mask.to(device) > 0.5, known.to(x.dtype), x)
-    return x.clamp(-1.0, 1.0)
+    return x.clamp(-1.0, 1.0) if clip else x
 
 
 __all__ = [

@@ -69,6 +69,7 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
         init_from: str | None = None,
+        clip_sample: bool = True,
     ) -> None:
         super().__init__()
         check_optimizer_settings("ddpm", lr, weight_decay, warmup_steps)
@@ -85,6 +86,7 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         self.hparams.attention_levels = list(attention_levels)
         c, h, w = image_shape
         self.image_shape = (c, h, w)
+        self.sample_shape = (c, h, w)  # what the UNet denoises (a latent model: the latent shape; see models/ldm)
         levels = len(block_out_channels)
         factor = 2 ** (levels - 1)
         if h % factor or w % factor:
@@ -120,7 +122,7 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
             num_train_timesteps=num_train_timesteps,
             beta_schedule=BETA_SCHEDULES[noise_schedule],
             prediction_type=prediction_type,
-            clip_sample=True,
+            clip_sample=clip_sample,  # x0 in [-1, 1]: images; latents are not bounded (models/ldm sets False)
             timestep_spacing="trailing",  # few-step samplers start at t = T-1 (Lin et al. 2024)
         )
         if init_from:  # fine-tune a diffusers pipeline folder (e.g. from `export`); checkpoints restore over it
@@ -230,11 +232,11 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
             )
         if classifier is not None:
             denoise = self._classifier_guided(denoise, classifier, labels, classifier_scale)
-        shape = (num_samples, *self.image_shape)
-        dtype = next(self.parameters()).dtype
+        shape = (num_samples, *self.sample_shape)
+        dtype = next(self.unet.parameters()).dtype
         return diffusion_sampling.sample(
             lambda x, t: denoise(x.to(dtype), t), scheduler, shape, steps, generator, self.device, eta=eta,
-            init_images=init_images, strength=strength, known_mask=known_mask,
+            init_images=init_images, strength=strength, known_mask=known_mask, clip=bool(hp.get("clip_sample", True)),
         )
 
     def _classifier_guided(self, denoise: Any, classifier: Any, labels: torch.Tensor, scale: float) -> Any:
