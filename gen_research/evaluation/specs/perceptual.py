@@ -4,7 +4,8 @@ torchmetrics' LPIPS downloads its backbone through torchvision; here the backbon
 overwritten from the official torchvision file (never a silent random or substitute network). The file is looked
 up at ``$GEN_RESEARCH_LPIPS_BACKBONE`` (a file or a folder), then in ``torch.hub.get_dir()/checkpoints``, under
 torchvision's name, and its sha256 prefix (the part of the name after the last "-") is checked. The LPIPS linear
-calibration layers ship inside torchmetrics and are loaded from there.
+calibration layers ship inside torchmetrics and are loaded from there. The loading itself is
+gen_research/nets/lpips.py (the first-stage autoencoders' perceptual loss uses it too).
 
 Environment: ``GEN_RESEARCH_LPIPS_NET`` = alex (default) | vgg | squeeze chooses the backbone (EvalOptions has no
 field for it); ``GEN_RESEARCH_PPL_SAMPLES`` overrides the number of latent pairs of ppl (default 1000).
@@ -12,13 +13,11 @@ field for it); ``GEN_RESEARCH_PPL_SAMPLES`` overrides the number of latent pairs
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.functional.image.lpips import _lpips_update, _NoTrainLpips
@@ -30,87 +29,27 @@ from gen_research.models.contract import LatentPrior, StyleSpace, can
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor, as_rgb
 from gen_research.evaluation.specs._common import Spec, to_float
 from gen_research.registry import METRICS
-from gen_research.files.safe_load import load_plain
+from gen_research.nets import lpips as lpips_nets
+from gen_research.nets.lpips import BACKBONE_FILES, DOWNLOAD_URL, MIN_SIZE, lpips_net_name, prepare_lpips_input  # noqa: F401  (public names)
 
-# torchvision's file names; the part after the last "-" is the sha256 prefix of the file.
-BACKBONE_FILES = {
-    "alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth", "squeeze": "squeezenet1_1-b8a52dc0.pth",
-}
-DOWNLOAD_URL = "https://download.pytorch.org/models/{}"
+# The backbone loading lives in gen_research/nets/lpips.py (models use it too); these names stay importable here.
 VERIFY_BACKBONE_HASH = True  # tests switch this off to load a random checkpoint saved under the official name
-MIN_SIZE = 64  # smaller images are upsampled to 64x64: AlexNet needs >= 32 px, and 64 is torch-fidelity's PPL size
 PPL_SAMPLES = 1000
 
 
-def lpips_net_name() -> str:
-    net = os.environ.get("GEN_RESEARCH_LPIPS_NET", "alex").strip() or "alex"
-    if net not in BACKBONE_FILES:
-        raise GenResearchError(f"GEN_RESEARCH_LPIPS_NET={net!r} is not an LPIPS backbone; use alex, vgg or squeeze")
-    return net
-
-
 def backbone_path(net: str) -> Path:
-    """The local torchvision checkpoint of ``net``'s backbone, hash-checked; GenResearchError if it is missing."""
-    name = BACKBONE_FILES[net]
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    tried: list[Path] = []
-    explicit = os.environ.get("GEN_RESEARCH_LPIPS_BACKBONE")
-    if explicit:
-        path = Path(explicit).expanduser()
-        tried.append(path / name if path.is_dir() else path)
-    tried.append(hub / name)
-    found = next((p for p in tried if p.is_file()), None)
-    if found is None:
-        raise GenResearchError(
-            f"LPIPS ({net}) needs the torchvision backbone weights {name}, not found at {', '.join(map(str, tried))} "
-            f"(nothing is downloaded); on a machine with internet download {DOWNLOAD_URL.format(name)} and copy it "
-            f"into {hub}, or set GEN_RESEARCH_LPIPS_BACKBONE to its path")
-    if VERIFY_BACKBONE_HASH:
-        expected = name.rsplit("-", 1)[1].split(".")[0]
-        digest = hashlib.sha256()
-        with open(found, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if not digest.hexdigest().startswith(expected):
-            raise GenResearchError(
-                f"{found} is not the official {name}: its sha256 starts with {digest.hexdigest()[:8]}, not {expected}; "
-                f"download it again from {DOWNLOAD_URL.format(name)}")
-    return found
+    """The local torchvision checkpoint of ``net``'s backbone, hash-checked unless VERIFY_BACKBONE_HASH is off."""
+    return lpips_nets.backbone_path(net, verify_hash=VERIFY_BACKBONE_HASH)
 
 
 def load_lpips(net: str = "alex", resize: int | None = None) -> _NoTrainLpips:
     """torchmetrics' LPIPS module with its packaged linear layers and the backbone from the local checkpoint."""
-    path = backbone_path(net)  # fail before building anything
-    # pnet_rand: torchvision builds the backbone with random weights (no download); fork_rng: that random
-    # initialisation must not move the global RNG (sampling elsewhere stays reproducible).
-    with torch.random.fork_rng(devices=[]):
-        module = _NoTrainLpips(pretrained=True, net=net, pnet_rand=True, resize=resize)
-    try:
-        checkpoint = load_plain(path, "LPIPS backbone")  # weights_only: a file needing pickled objects is refused
-    except GenResearchError:
-        raise
-    except Exception as err:  # a truncated or foreign file: say which one
-        raise GenResearchError(f"cannot read LPIPS backbone {path} ({type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}); replace the file "
-                               f"with {DOWNLOAD_URL.format(BACKBONE_FILES[net])}") from None
-    # The slices keep torchvision's indices: slice1.0.weight / slices.0.0.weight <- features.0.weight.
-    wanted = {}
-    for key in module.net.state_dict():
-        rest = key.split(".", 2)[2] if key.startswith("slices.") else key.split(".", 1)[1]
-        source = checkpoint.get(f"features.{rest}") if isinstance(checkpoint, dict) else None
-        if source is None:
-            raise GenResearchError(f"{path} is not a torchvision {net} checkpoint (no features.{rest}); replace it "
-                                   f"with {DOWNLOAD_URL.format(BACKBONE_FILES[net])}")
-        wanted[key] = source
-    module.net.load_state_dict(wanted, strict=True)
-    return module.eval()
+    return lpips_nets.load_lpips(net, resize=resize, verify_hash=VERIFY_BACKBONE_HASH)
 
 
 def prepare(images: Tensor) -> Tensor:
     """[-1, 1] images as LPIPS wants them: float, 3 channels, at least MIN_SIZE px (bilinear upsampling)."""
-    images = as_rgb(images.float()).clamp(-1.0, 1.0)
-    if min(images.shape[-2:]) < MIN_SIZE:
-        images = F.interpolate(images, size=(MIN_SIZE, MIN_SIZE), mode="bilinear", align_corners=False)
-    return images
+    return prepare_lpips_input(images)
 
 
 class LocalLPIPS(Metric):
