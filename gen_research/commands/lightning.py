@@ -22,6 +22,7 @@ from gen_research.training.callbacks.divergence import StopOnNonFinite
 from gen_research.training.callbacks.preemption import StepBoundaryRequeue
 from gen_research.training.callbacks.rng_state import RandomStateCheckpoint
 from gen_research.config.checks import check_run_config
+from gen_research.config.stages import FIT_MARKER, config_digest, write_fit_marker
 from gen_research.errors import GenResearchError
 from gen_research.config.parser_errors import condense_parser_error, signature_keys
 from gen_research.config.precision import accept_auto_precision, resolve_auto_precision
@@ -275,6 +276,9 @@ class GenResearchCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
+            if self.trainer.state.finished and self.run_dir is not None:  # not interrupted (gen_research/config/stages.py)
+                final = _final_checkpoint(self.trainer, self.run_dir)
+                write_fit_marker(self.run_dir, final, self.trainer.global_step, config_digest(self._raw_args))
             print_run_summary(self.trainer, self.run_dir)
 
     def predict(self, **kwargs: Any) -> None:
@@ -351,6 +355,16 @@ def _configured_class_path(args: list[str], section: str) -> str | None:
     return found
 
 
+def _final_checkpoint(trainer: Trainer, run_dir: Path) -> Path | None:
+    """The checkpoint of a fit's last step: ``last.ckpt`` (RunCheckpoint writes it at the final step)."""
+    checkpoint = trainer.checkpoint_callback
+    recorded = checkpoint.last_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+    for last in (Path(recorded) if recorded else None, run_dir / CHECKPOINT_DIR / "last.ckpt"):
+        if last is not None and last.is_file():
+            return last
+    return None
+
+
 def _logger_configs(value: Any) -> list[Namespace]:
     items = value if isinstance(value, list) else [value]
     return [item for item in items if isinstance(item, Namespace)]
@@ -374,6 +388,8 @@ def print_run_summary(trainer: Trainer, run_dir: Path | None) -> None:
     samples = sorted((run_dir / "samples").glob("*.png"))
     if samples:
         lines.append(f"  image grids:   {run_dir / 'samples'} ({len(samples)} PNG, latest {samples[-1].name})")
+    if (run_dir / FIT_MARKER).is_file():
+        lines.append(f"  finished:      {run_dir / FIT_MARKER} (final checkpoint, step, config digest)")
     if (run_dir / "metrics.csv").is_file():
         lines.append(f"  metrics:       {run_dir / 'metrics.csv'}")
     wandb_runs = sorted((run_dir / "wandb").glob("offline-run-*"))

@@ -115,11 +115,19 @@ def _list_samplers() -> None:
 
 
 def run_lightning(argv: list[str]) -> int:
-    """Expand configs and names, then hand over to :class:`GenResearchCLI`."""
+    """Fit the stages a two-stage experiment names (gen_research/config/stages.py), then run the command itself."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the hub: nothing is downloaded at run time
     from gen_research.registry import load_builtins
 
     load_builtins()
+    from gen_research.config.stages import stages_resolved
+
+    with stages_resolved(argv, fit=run_lightning) as resolved:
+        return _run_lightning_command(resolved)
+
+
+def _run_lightning_command(argv: list[str]) -> int:
+    """Expand configs and names, then hand over to :class:`GenResearchCLI`."""
     from gen_research.config.files import expand_argv
 
     subcommand, rest = argv[0], argv[1:]

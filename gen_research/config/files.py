@@ -100,6 +100,9 @@ def load_experiment(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
     if resolved_path in _chain:
         raise GenResearchError(f"defaults of {path} include themselves in a loop; remove the cycle")
     data = resolve_relative_paths(read_yaml(path), path)  # paths in a file are relative to that file
+    if isinstance(data.get(STAGES_KEY), dict):  # two-stage experiments (config/stages.py): stage files are relative too
+        data[STAGES_KEY] = {option: _resolved(file, path.resolve().parent) if isinstance(file, str) else file
+                            for option, file in data[STAGES_KEY].items()}
     if data.get(IMPORTS_KEY):  # the modules the user trusts: imported now, so the names they register resolve
         from gen_research.registry import import_user_modules
 
@@ -181,6 +184,7 @@ def expand_argv(argv: list[str]) -> tuple[list[str], str | None]:
             experiment_name = path.stem
             config = load_experiment(path)
             imports += experiment_imports(config, path)
+            config.pop(STAGES_KEY, None)  # resolved before parsing (gen_research/config/stages.py); not a CLI option
             out += ["--config", yaml.safe_dump(config, sort_keys=False)]
         else:
             out.append(f"{flag}={_resolve_flag_value(flag, value)}")
@@ -194,8 +198,9 @@ def expand_argv(argv: list[str]) -> tuple[list[str], str | None]:
 # string given to a class-typed option (``--trainer.profiler=pkg.Cls``) or a config file it loads for one.
 # All of them are checked here, before LightningCLI parses anything.
 IMPORTS_KEY = "imports"
+STAGES_KEY = "stages"  # option path -> the experiment that trains it first (gen_research/config/stages.py)
 # Options that only ever hold plain strings: their values are never imported.
-PLAIN_STRING_KEYS = frozenset({IMPORTS_KEY, "name", "runs_root", "ckpt_path", "seed_everything", "trainer.default_root_dir"})
+PLAIN_STRING_KEYS = frozenset({IMPORTS_KEY, STAGES_KEY, "name", "runs_root", "ckpt_path", "seed_everything", "trainer.default_root_dir"})
 _CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 _DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 _MAX_FILE_DEPTH = 4
