@@ -231,7 +231,7 @@ class ExportsDiffusers(Protocol):
 class FirstStage(Protocol):
     """An autoencoder whose latent space a second-stage model works in (latent diffusion, Rombach et al. 2022).
 
-    - ``latent_shape``: (C, h, w) of the latents of the images it was built for.
+    - ``image_shape``: (C, H, W) of the images it encodes; ``latent_shape``: (C, h, w) of their latents.
     - ``encode_moments(images)`` -> (mean, std), each ``[B, *latent_shape]``: the encoder's posterior q(z | x) as a
       diagonal Gaussian (a KL autoencoder); a deterministic encoder (VQ: the latents before quantisation, which
       CompVis' VQ-f4 LDMs diffuse in) returns std zeros. Latents are ``mean + std * noise``.
@@ -239,6 +239,7 @@ class FirstStage(Protocol):
     - ``diffusers_autoencoder()`` -> the diffusers ``AutoencoderKL`` / ``VQModel`` that does the same, for export.
     """
 
+    image_shape: tuple[int, int, int]
     latent_shape: tuple[int, int, int]
 
     def encode_moments(self, images: Tensor) -> tuple[Tensor, Tensor]: ...

@@ -51,13 +51,16 @@ class CachedLatents(Dataset):
 
 
 def _hash_tensor(digest: Any, tensor: Tensor) -> None:
-    tensor = tensor.detach().cpu().contiguous()
-    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    shape = tuple(tensor.shape)
+    tensor = tensor.detach().cpu().contiguous().reshape(-1)
+    digest.update(f"{tensor.dtype}{shape}".encode())
     digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
 
 
 def _items(dataset: Dataset, batch_size: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fields)
+    # A private generator: a loader without one draws its base seed from the global RNG, which would shift the
+    # training stream of a cached run away from an uncached one's.
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fields, generator=torch.Generator())
 
 
 def cache_key(first_stage: torch.nn.Module, dataset: Dataset, batch_size: int = 256) -> str:

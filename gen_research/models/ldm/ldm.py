@@ -64,8 +64,8 @@ class LatentDiffusion(FrozenFirstStage, DDPM):
         if ddpm_options.get("init_from"):
             raise GenResearchError("ldm: init_from (a pixel-space diffusers pipeline) does not apply; start from first_stage_ckpt")
         stage, spec = build_first_stage("ldm", first_stage_ckpt, first_stage, FirstStage)
-        stage_images = tuple(getattr(getattr(stage, "hparams", {}), "get", lambda *_: None)("image_shape") or image_shape)
-        if tuple(stage_images) != tuple(image_shape):
+        stage_images = tuple(int(v) for v in stage.image_shape)
+        if stage_images != tuple(image_shape):
             raise GenResearchError(f"ldm: the first stage was trained on {tuple(stage_images)} images, the data gives {tuple(image_shape)}; "
                                    "use the first stage's data settings (data.init_args resize/center_crop)")
         if latent_scale is not None and not (math.isfinite(latent_scale) and latent_scale > 0):
