@@ -12,7 +12,7 @@ from gen_research.models.contract import Generates, Quantizes, Reconstructs, can
 from gen_research.models.vqvae import VQPrior, VQVAE
 from gen_research.models.vqvae.prior import top_k_logits
 
-from conftest import TINY_PRIOR, run
+from vq_helpers import TINY_PRIOR, run
 
 
 @pytest.fixture(scope="module")
@@ -89,19 +89,19 @@ def test_missing_first_stage_is_one_line():
 def test_sample_and_evaluate_commands(tiny_prior_run, vq_root, capsys):
     ckpt = str(tiny_prior_run[0] / "checkpoints" / "last.ckpt")
     base = ["sample", "--config", TINY_PRIOR, "--ckpt_path", ckpt, "--num-images", "10", "--batch-size", "4"]
-    assert run(*base, "--seed", "3", "--out", "s_a") == 0
-    assert run(*base, "--seed", "3", "--out", "s_b") == 0
-    assert run(*base, "--seed", "4", "--out", "s_c", "--temperature", "0.7", "--top-k", "4") == 0
+    assert run(*base, "--seed", "3", "--out", str(vq_root / "s_a")) == 0
+    assert run(*base, "--seed", "3", "--out", str(vq_root / "s_b")) == 0
+    assert run(*base, "--seed", "4", "--out", str(vq_root / "s_c"), "--temperature", "0.7", "--top-k", "4") == 0
     pngs = {name: [Image.open(p).tobytes() for p in sorted((vq_root / name).glob("0*.png"))] for name in ("s_a", "s_b", "s_c")}
     assert len(pngs["s_a"]) == 10 and pngs["s_a"] == pngs["s_b"] and pngs["s_a"] != pngs["s_c"]
     assert Image.open(vq_root / "s_a" / "00000.png").size == (8, 8)
-    assert run(*base, "--class", "3", "--out", "s_class") == 0
-    assert run(*base, "--steps", "5", "--out", "s_bad") == 2
+    assert run(*base, "--class", "3", "--out", str(vq_root / "s_class")) == 0
+    assert run(*base, "--steps", "5", "--out", str(vq_root / "s_bad")) == 2
     assert "--steps does not apply to VQPrior; it takes: --temperature, --top-k" in capsys.readouterr().err
     args = ["evaluate", "--config", TINY_PRIOR, "--ckpt_path", ckpt, "--num-images", "60", "--metrics", "fid,kid",
             "--kid-subset-size", "30", "--kid-subsets", "5", "--cache-dir", str(vq_root / "cache")]
-    assert run(*args, "--json", "e1.json") == 0
-    assert run(*args, "--json", "e2.json", "--top-k", "2") == 0
+    assert run(*args, "--json", str(vq_root / "e1.json")) == 0
+    assert run(*args, "--json", str(vq_root / "e2.json"), "--top-k", "2") == 0
     first, second = (json.loads((vq_root / name).read_text()) for name in ("e1.json", "e2.json"))
     assert first["sampling/temperature"] == 1.0 and first["sampling/top_k"] == 0 and second["sampling/top_k"] == 2
     assert first["fid/pixels"] > 0 and first["fid/pixels"] != second["fid/pixels"]
