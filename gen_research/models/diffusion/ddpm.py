@@ -70,6 +70,8 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         lr_schedule: Literal["constant", "cosine"] = "constant",
         init_from: str | None = None,
         clip_sample: bool = True,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
     ) -> None:
         super().__init__()
         check_optimizer_settings("ddpm", lr, weight_decay, warmup_steps)
@@ -81,6 +83,8 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         check_number("ddpm", "sampling_steps", sampling_steps, low=1, high=num_train_timesteps, hint=f"1..num_train_timesteps={num_train_timesteps}")
         check_number("ddpm", "eta", eta, low=0.0, hint="0 (deterministic DDIM) to 1 (DDPM-like)")
         check_number("ddpm", "guidance_scale", guidance_scale, low=0.0, hint="1 (no guidance) or more")
+        check_number("ddpm", "beta_start", beta_start, low=0.0, low_inclusive=False, high=beta_end, high_inclusive=False, hint="e.g. 1e-4 (Ho et al.), 0.00085 (Stable Diffusion)")
+        check_number("ddpm", "beta_end", beta_end, low=beta_start, low_inclusive=False, high=1.0, high_inclusive=False, hint="e.g. 0.02 (Ho et al.), 0.012 (Stable Diffusion)")
         self.save_hyperparameters()
         self.hparams.block_out_channels = list(block_out_channels)
         self.hparams.attention_levels = list(attention_levels)
@@ -121,6 +125,8 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         self.noise_scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps,
             beta_schedule=BETA_SCHEDULES[noise_schedule],
+            beta_start=beta_start,  # linear and scaled_linear only (cosine is defined by alpha_bar)
+            beta_end=beta_end,
             prediction_type=prediction_type,
             clip_sample=clip_sample,  # x0 in [-1, 1]: images; latents are not bounded (models/ldm sets False)
             timestep_spacing="trailing",  # few-step samplers start at t = T-1 (Lin et al. 2024)
