@@ -186,11 +186,14 @@ class FirstStageAutoencoderBase(ModelFamily, MultiNetworkTraining, SeededEvaluat
         recon = recon.float().clamp(-1.0, 1.0)
         target = images.float()
         predicted, real = (recon + 1) / 2, (target + 1) / 2
-        metrics = {
-            "rec_loss": (target - recon).abs().mean(),
-            "psnr": peak_signal_noise_ratio(predicted, real, data_range=1.0, dim=(1, 2, 3)),
-            "ssim": structural_similarity_index_measure(predicted, real, data_range=1.0, kernel_size=ssim_kernel(min(images.shape[-2:]))),
-        }
+        # Outside autocast: under bf16-mixed SSIM's Gaussian filter (a conv2d) would run in bf16 and move by 0.1
+        # between epochs of a settled model.
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            metrics = {
+                "rec_loss": (target - recon).abs().mean(),
+                "psnr": peak_signal_noise_ratio(predicted, real, data_range=1.0, dim=(1, 2, 3)),
+                "ssim": structural_similarity_index_measure(predicted, real, data_range=1.0, kernel_size=ssim_kernel(min(images.shape[-2:]))),
+            }
         metrics.update({key: value.detach().float() for key, value in terms.items()})
         return metrics
 
