@@ -14,6 +14,7 @@ docs/multi-network-training.md describes the unit for users.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -113,8 +114,12 @@ class MultiNetworkTraining:
         self._step_without_counting(loop)
         outputs = self.training_iteration(batch, batch_idx)
         schedulers = self.lr_schedulers()  # type: ignore[attr-defined]
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            scheduler.step()
+        with warnings.catch_warnings():
+            # Every schedule steps once per iteration on purpose, also for a network that did not step (a
+            # discriminator before its start step): torch's order warning is expected there, and only that one is silenced.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+                scheduler.step()
         # The one count of this iteration: global_step (max_steps, checkpoints, EMA, ...) advances by one batch.
         loop.optim_step_progress.increment_ready()
         loop.optim_step_progress.increment_completed()
