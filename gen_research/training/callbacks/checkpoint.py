@@ -4,6 +4,8 @@ and resumes that keep their file names) and a CheckpointIO whose writes are atom
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
 
 from gen_research.errors import GenResearchError
 from gen_research.files.atomic import atomic_open
@@ -44,6 +47,11 @@ class RunCheckpoint(ModelCheckpoint):
        spelling (absolute vs relative, a symlink, a moved folder) lost it and wrote ``last-v1.ckpt`` beside an
        older ``last.ckpt``, which the next ``--ckpt_path last`` then took. Here directories are compared as
        directories, and the bookkeeping is rebased onto the current one.
+    3. A resume with another checkpoint cadence keeps it too. Lightning keys the bookkeeping by monitor, mode *and*
+       cadence (``every_n_train_steps``, ``every_n_epochs``, ``train_time_interval``): a run crashed with step
+       checkpoints and resumed without them lost it (Lightning only warned), wrote ``last-v1.ckpt`` beside a stale
+       ``last.ckpt`` and restarted the best-k ranking. Here the state saved under another cadence, for the same
+       folder, monitor and mode, is taken over; one that cannot be is named in a one-line warning.
     """
 
     _epoch_at_last_save: int | None = None
@@ -65,6 +73,36 @@ class RunCheckpoint(ModelCheckpoint):
                 raise GenResearchError(f"checkpoint.monitor={self.monitor!r} is never logged (logged: {logged}); set checkpoint.monitor "
                                        "to one of them, or to null to keep last and periodic checkpoints only")
         super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # Lightning's warning about checkpoint states no callback claims comes before on_load_checkpoint, which takes
+        # a cadence-changed state over (guarantee 3) and warns itself, accurately, about any it cannot.
+        warnings.filterwarnings("ignore", message=_UNCLAIMED_CHECKPOINT_STATES)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("callbacks")
+        if not isinstance(saved, dict):
+            return
+        claimed = {callback.state_key for callback in trainer.callbacks}
+        if self.state_key not in saved:
+            # The same monitor and mode under another cadence: the key's prefix up to the cadence arguments.
+            same_ranking = self._generate_state_key(monitor=self.monitor, mode=self.mode)[:-1] + ", "
+            candidates = [key for key, state in saved.items() if key not in claimed and key.startswith(same_ranking)
+                          and isinstance(state, dict) and self._is_this_folder(state.get("dirpath"))]
+            if len(candidates) == 1:  # renamed in the loaded dict: Lightning's load_state_dict pass then restores it
+                saved[self.state_key] = saved.pop(candidates[0])
+        unclaimed = [key for key in saved if key.startswith("ModelCheckpoint{") and key not in claimed]
+        last_of_kind = [callback for callback in trainer.callbacks if isinstance(callback, RunCheckpoint)][-1] is self
+        if unclaimed and last_of_kind:
+            rank_zero_warn(f"--ckpt_path: no checkpoint callback of this run has the saved {', '.join(unclaimed)} state (best-k "
+                           "ranking, last.ckpt), so it is not restored; to keep it, resume with the checkpoint.monitor, checkpoint.mode "
+                           "and checkpoint.every_n_train_steps / every_n_epochs / train_time_interval of the run that wrote it")
+
+    def _is_this_folder(self, saved_dir: Any) -> bool:
+        if not isinstance(saved_dir, str) or self.dirpath is None:
+            return False
+        return saved_dir == self.dirpath or _same_run_dir(saved_dir, self.dirpath)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
@@ -97,6 +135,11 @@ class RunCheckpoint(ModelCheckpoint):
         if saved_dir is not None and self.dirpath is not None and saved_dir != self.dirpath and _same_run_dir(saved_dir, self.dirpath):
             state_dict = _rebased(state_dict, Path(saved_dir), Path(self.dirpath))
         super().load_state_dict(state_dict)
+
+
+#: Lightning's resume warning when the only states no callback claims are ModelCheckpoint ones (trainer/call.py).
+_UNCLAIMED_CHECKPOINT_STATES = (re.escape("Be aware that when using `ckpt_path`, callbacks used to create the checkpoint")
+                                + r'.* Please add the following callbacks: \[("ModelCheckpoint\{[^"]*\}"(, )?)+\]\.$')
 
 
 def _same_run_dir(saved: str, current: str) -> bool:
