@@ -140,3 +140,35 @@ def test_sample_refuses_a_first_stage_that_only_reconstructs(vq_run, monkeypatch
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert "sample needs a model that can generate new images (sample); VQAutoencoder cannot" in message
     assert not (root / "s").exists()
+
+
+def test_bench_first_stage_reports_psnr_ssim_and_rfid_of_a_tiny_mnist5k_checkpoint(workdir, capsys):
+    """benchmarks/bench_first_stage.py on a 2-step KL first stage of 28x28 mnist5k digits (the experiment's data; the
+    classifier's features need 28x28): its numbers are the evaluate command's, and the markdown row carries them."""
+    import importlib.util
+
+    from .helpers import REPO
+
+    (workdir / "tiny_mnist.yaml").write_text(
+        f"defaults: [{TEST_CONFIGS / 'tiny_autoencoder_kl.yaml'}]\n"
+        "data: {class_path: mnist5k, init_args: {batch_size: 16}}\n"
+        "trainer: {max_epochs: 1, limit_train_batches: 2, limit_val_batches: 1, callbacks: []}\n")
+    assert run_in_process("fit", "--config", "tiny_mnist.yaml", *QUIET) == 0
+    ckpt = only_run_dir(workdir, "tiny_mnist") / "checkpoints" / "last.ckpt"
+    spec = importlib.util.spec_from_file_location("bench_first_stage", REPO / "benchmarks" / "bench_first_stage.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    capsys.readouterr()
+    assert bench.main([str(ckpt), "--out", "bench", "--num-images", "48", "--batch-size", "48"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((workdir / "bench" / "summary.json").read_text())
+    evaluated = json.loads((workdir / "bench" / "evaluate.json").read_text())
+    assert set(evaluated) == {"fid/classifier-mnist5k", "ssim/classifier-mnist5k", "psnr/classifier-mnist5k"}
+    assert summary["rfid"] == evaluated["fid/classifier-mnist5k"] > 0  # 2 steps: blurry, far from the test images
+    assert summary["psnr"] == evaluated["psnr/classifier-mnist5k"] and summary["ssim"] == evaluated["ssim/classifier-mnist5k"]
+    assert 0 < summary["psnr"] < 30 and -1 <= summary["ssim"] < 1
+    assert summary["trained_steps"] == 2 and summary["num_images"] == 48 and summary["precision"] == "32-true"
+    row = f"| autoencoder_kl_mnist5k | 2 | {summary['psnr']:.2f} | {summary['ssim']:.4f} | {summary['rfid']:.3f} | 48 |"
+    assert row in printed.splitlines()
+    with pytest.raises(SystemExit):  # results are never overwritten
+        bench.main([str(ckpt), "--out", "bench"])
