@@ -59,7 +59,7 @@ def evaluate(ckpt: Path, config: Path, out: Path, num_images: int | None, batch_
 
 
 def metric(numbers: dict[str, float], name: str) -> float:
-    """The one value of metric ``name`` (its key names the extractor: ``ssim/classifier-mnist5k``)."""
+    """The one value of metric ``name`` (keyed by what computed it: ``fid/classifier-mnist5k``, ``ssim/pixels``)."""
     (value,) = [value for key, value in numbers.items() if key.split("/")[0] == name]
     return float(value)
 

@@ -98,7 +98,7 @@ def measure(name: str, run_dir: Path, out: Path) -> dict:
 def claims(rows: dict[str, dict]) -> list[str]:
     lines = []
     if "pix2pix" in rows and "pix2pix_l1_only" in rows:
-        gan, l1 = rows["pix2pix"]["ssim/classifier-mnist5k"], rows["pix2pix_l1_only"]["ssim/classifier-mnist5k"]
+        gan, l1 = rows["pix2pix"]["ssim/pixels"], rows["pix2pix_l1_only"]["ssim/pixels"]
         lines.append(f"pix2pix SSIM {gan:.4f} > L1-only SSIM {l1:.4f}: {'PASS' if gan > l1 else 'FAIL'}")
     if "cyclegan" in rows:
         kept = rows["cyclegan"]["accuracy/classifier-mnist5k"]

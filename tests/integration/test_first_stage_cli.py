@@ -165,9 +165,9 @@ def test_bench_first_stage_reports_psnr_ssim_and_rfid_of_a_tiny_mnist5k_checkpoi
     printed = capsys.readouterr().out
     summary = json.loads((workdir / "bench" / "summary.json").read_text())
     evaluated = json.loads((workdir / "bench" / "evaluate.json").read_text())
-    assert set(evaluated) == {"fid/classifier-mnist5k", "ssim/classifier-mnist5k", "psnr/classifier-mnist5k"}
+    assert set(evaluated) == {"fid/classifier-mnist5k", "ssim/pixels", "psnr/pixels"}
     assert summary["rfid"] == evaluated["fid/classifier-mnist5k"] > 0  # 2 steps: blurry, far from the test images
-    assert summary["psnr"] == evaluated["psnr/classifier-mnist5k"] and summary["ssim"] == evaluated["ssim/classifier-mnist5k"]
+    assert summary["psnr"] == evaluated["psnr/pixels"] and summary["ssim"] == evaluated["ssim/pixels"]
     assert 0 < summary["psnr"] < 30 and -1 <= summary["ssim"] < 1
     assert summary["trained_steps"] == 2 and summary["num_images"] == 48 and summary["precision"] == "32-true"
     row = f"| autoencoder_kl_mnist5k | 2 | {summary['psnr']:.2f} | {summary['ssim']:.4f} | {summary['rfid']:.3f} | 48 |"

@@ -32,6 +32,11 @@ class _Paired(Spec):
     def compute(self, metric: Metric) -> dict[str, float]:
         return {self.name: to_float(metric.compute())}
 
+    def feature_name(self, extractor: FeatureExtractor) -> str:
+        # Computed on the pixels whatever --features says: keyed ssim/pixels, never ssim/classifier-mnist5k (which
+        # would read as if the classifier's features were compared).
+        return "pixels"
+
 
 class SSIM(_Paired):
     """Mean structural similarity of image pairs (11x11 gaussian window, sigma 1.5, data range 1)."""
@@ -62,9 +67,6 @@ class CycleL1(_Paired):
 
     def build(self, extractor: FeatureExtractor, options: EvalOptions) -> Metric:
         return MeanAbsoluteError()
-
-    def feature_name(self, extractor: FeatureExtractor) -> str:
-        return "pixels"
 
 
 METRICS.add("ssim", SSIM, "structural similarity of generated/reconstructed images to their paired originals")
