@@ -22,12 +22,13 @@ from gen_research.training.callbacks.divergence import StopOnNonFinite
 from gen_research.training.callbacks.preemption import StepBoundaryRequeue
 from gen_research.training.callbacks.rng_state import RandomStateCheckpoint
 from gen_research.config.checks import check_run_config
-from gen_research.config.stages import FIT_MARKER, config_digest, write_fit_marker
+from gen_research.config.stages import config_digest
 from gen_research.errors import GenResearchError
 from gen_research.config.parser_errors import condense_parser_error, signature_keys
 from gen_research.config.precision import accept_auto_precision, resolve_auto_precision
 from gen_research.training.run_folder import (
     CHECKPOINT_DIR,
+    FIT_MARKER,
     RUN_DIR_ENV,
     check_checkpoint_matches,
     new_run_dir,
@@ -36,6 +37,7 @@ from gen_research.training.run_folder import (
     resolve_checkpoint_name,
     run_dir_of_checkpoint,
     slurm_restart_count,
+    write_fit_marker,
 )
 
 LIGHTNING_CKPT_KEYWORDS = ("hpc", "registry")  # passed on to Lightning (fit only)

@@ -46,7 +46,6 @@ import hashlib
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +54,8 @@ from typing import Any
 import yaml
 
 from gen_research.errors import GenResearchError
+from gen_research.training.run_folder import FIT_MARKER, latest_run, marker_checkpoint, read_fit_marker, write_fit_marker  # noqa: F401 (re-exported)
 
-FIT_MARKER = "fit-finished.json"
 PLAN_ENV = "GEN_RESEARCH_STAGE_PLAN"  # the starting process's plan, for the DDP workers that re-run the command
 # Launch options of the command line that stage fits get too: they say where and how the command runs.
 INHERITED_OPTIONS = ("trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy")
@@ -88,50 +87,6 @@ def config_digest(args: Sequence[str]) -> str:
         i += 1
     text = json.dumps(items, sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def write_fit_marker(run_dir: Path, checkpoint: Path | None, global_step: int, digest: str) -> Path:
-    """Record a finished fit in ``<run_dir>/fit-finished.json`` (atomically); the checkpoint relative to the run."""
-    from gen_research.files.atomic import atomic_write_text
-
-    if checkpoint is not None:
-        with contextlib.suppress(ValueError):
-            checkpoint = checkpoint.resolve().relative_to(run_dir.resolve())
-    record = {"checkpoint": None if checkpoint is None else str(checkpoint), "global_step": int(global_step),
-              "config_digest": digest, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    path = run_dir / FIT_MARKER
-    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
-    return path
-
-
-def read_fit_marker(run_dir: Path) -> dict[str, Any] | None:
-    """The finished-fit record of a run folder, None when it has none (or an unreadable one: not finished)."""
-    try:
-        record = json.loads((run_dir / FIT_MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and "config_digest" in record else None
-
-
-def marker_checkpoint(run_dir: Path, record: dict[str, Any]) -> Path | None:
-    """The final checkpoint a finished-fit record names, if it still exists."""
-    name = record.get("checkpoint")
-    if not name:
-        return None
-    path = Path(name) if Path(name).is_absolute() else run_dir / name
-    return path if path.is_file() else None
-
-
-def latest_run(experiment_dir: Path) -> Path | None:
-    """The run of an experiment whose checkpoints were written last (the run ``--ckpt_path last`` reads)."""
-    from gen_research.training.run_folder import checkpoint_files
-
-    newest: dict[Path, int] = {}
-    for run in experiment_dir.glob("*"):
-        found = checkpoint_files(run) if run.is_dir() else []
-        if found:
-            newest[run] = max(path.stat().st_mtime_ns for path in found)
-    return max(newest, key=newest.__getitem__) if newest else None
 
 
 # ---- reading the command line ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ overwritten; ``fit --ckpt_path last`` (or a checkpoint inside a run folder) cont
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -206,14 +207,13 @@ def newest_valid_checkpoint(run_dir: Path) -> Path | None:
 def find_last_checkpoint(runs_root: Path, experiment: str) -> Path:
     """``--ckpt_path last``: the newest valid checkpoint (by global step) of the experiment's latest run, the
     run whose checkpoints were written last."""
-    files = {run: checkpoint_files(run) for run in (runs_root / experiment).glob("*") if run.is_dir()}
-    runs = {run: max(path.stat().st_mtime_ns for path in found) for run, found in files.items() if found}
-    if not runs:
+    run = latest_run(runs_root / experiment)
+    if run is None:
         raise GenResearchError(
             f"--ckpt_path last: no checkpoint under {runs_root / experiment}/*/{CHECKPOINT_DIR}; "
             "run fit without --ckpt_path first, or pass a checkpoint file"
         )
-    newest = newest_valid_checkpoint(max(runs, key=runs.__getitem__))
+    newest = newest_valid_checkpoint(run)
     assert newest is not None  # the run has checkpoint files: a valid one, or newest_valid_checkpoint raised
     return newest
 
@@ -243,6 +243,50 @@ def resolve_checkpoint_name(ckpt_path: str, runs_root: Path, experiment: str) ->
     if ckpt_path == "best":
         return find_best_checkpoint(runs_root, experiment)
     return Path(ckpt_path)
+
+
+# ---- the finished-fit record (two-stage experiments reuse a finished stage: gen_research/config/stages.py) ----------
+FIT_MARKER = "fit-finished.json"
+
+
+def write_fit_marker(run_dir: Path, checkpoint: Path | None, global_step: int, digest: str) -> Path:
+    """Record a finished fit in ``<run_dir>/fit-finished.json`` (atomically); the checkpoint relative to the run."""
+    if checkpoint is not None:
+        with contextlib.suppress(ValueError):
+            checkpoint = checkpoint.resolve().relative_to(run_dir.resolve())
+    record = {"checkpoint": None if checkpoint is None else str(checkpoint), "global_step": int(global_step),
+              "config_digest": digest, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    path = run_dir / FIT_MARKER
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def read_fit_marker(run_dir: Path) -> dict[str, Any] | None:
+    """The finished-fit record of a run folder, None when it has none (or an unreadable one: not finished)."""
+    try:
+        record = json.loads((run_dir / FIT_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "config_digest" in record else None
+
+
+def marker_checkpoint(run_dir: Path, record: dict[str, Any]) -> Path | None:
+    """The final checkpoint a finished-fit record names, if it still exists."""
+    name = record.get("checkpoint")
+    if not name:
+        return None
+    path = Path(name) if Path(name).is_absolute() else run_dir / name
+    return path if path.is_file() else None
+
+
+def latest_run(experiment_dir: Path) -> Path | None:
+    """The run of an experiment whose checkpoints were written last (the run ``--ckpt_path last`` reads)."""
+    newest: dict[Path, int] = {}
+    for run in experiment_dir.glob("*"):
+        found = checkpoint_files(run) if run.is_dir() else []
+        if found:
+            newest[run] = max(path.stat().st_mtime_ns for path in found)
+    return max(newest, key=newest.__getitem__) if newest else None
 
 
 def read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
