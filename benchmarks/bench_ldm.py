@@ -38,14 +38,26 @@ def run(command: list[str]) -> None:
     subprocess.run(command, cwd=REPO, check=True)
 
 
-def train(out: Path) -> tuple[Path, dict[str, float]]:
-    start = time.time()
+def train(out: Path) -> Path:
     run([sys.executable, "-m", "gen_research", "fit", "--config", str(EXPERIMENT), "--runs_root", str(out / "runs")])
-    total = (time.time() - start) / 60
-    ckpt = next((out / "runs" / "ldm_mnist5k").glob("*/checkpoints/last.ckpt"))
-    stage_ckpt = next((out / "runs").glob("ldm_mnist5k.*/*/checkpoints/last.ckpt"))
-    first = (stage_ckpt.stat().st_mtime - start) / 60  # the first stage's last checkpoint marks its end
-    return ckpt, {"total_minutes": total, "first_stage_minutes": first, "ldm_minutes": total - first}
+    return next((out / "runs" / "ldm_mnist5k").glob("*/checkpoints/last.ckpt"))
+
+
+def _finished_at(run_dir: Path) -> float:
+    record = json.loads((run_dir / "fit-finished.json").read_text())
+    return time.mktime(time.strptime(record["finished_at"], "%Y-%m-%dT%H:%M:%S%z"))
+
+
+def training_minutes(ckpt: Path) -> dict[str, float]:
+    """Wall minutes of both stages, from the run folders: the two-stage fit names both folders by its start time
+    (``<runs>/ldm_mnist5k/<YYYYmmdd-HHMMSS>``) and each finished fit records when it ended (fit-finished.json)."""
+    ldm_run = ckpt.parent.parent
+    stage_runs = sorted(ldm_run.parent.parent.glob(f"ldm_mnist5k.*/{ldm_run.name}"))
+    if not stage_runs or not (ldm_run / "fit-finished.json").is_file():
+        return {}
+    start = time.mktime(time.strptime(ldm_run.name[:15], "%Y%m%d-%H%M%S"))
+    first_end, ldm_end = _finished_at(stage_runs[0]), _finished_at(ldm_run)
+    return {"total_minutes": (ldm_end - start) / 60, "first_stage_minutes": (first_end - start) / 60, "ldm_minutes": (ldm_end - first_end) / 60}
 
 
 def sweep(ckpt: Path, out: Path, num_images: int) -> list[dict[str, str]]:
@@ -89,15 +101,24 @@ def main() -> int:
     parser.add_argument("--num-images", type=int, default=500, help="samples per guidance scale (the test split holds 500)")
     parser.add_argument("--speed-images", type=int, default=100)
     parser.add_argument("--speed-pairs", type=int, default=3)
+    parser.add_argument("--reuse-sweep", help="a guidance sweep folder of this checkpoint written earlier (skips the evaluation)")
     args = parser.parse_args()
     from gen_research.config.precision import describe_cpu
+    from gen_research.registry import load_builtins
+
+    load_builtins()  # the experiment names families by their registered short names
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = describe_cpu()
     print(f"CPU: {machine['cpu']}; precision auto -> {machine['precision_auto']}", flush=True)
-    ckpt, minutes = (Path(args.ckpt), {}) if args.ckpt else train(out)
-    rows = sweep(ckpt, out / "guidance", args.num_images)
+    ckpt = Path(args.ckpt) if args.ckpt else train(out)
+    minutes = training_minutes(ckpt)
+    if args.reuse_sweep:  # the sweep of an earlier invocation on the same checkpoint
+        with open(Path(args.reuse_sweep) / "sweep.csv") as handle:
+            rows = list(csv.DictReader(handle))
+    else:
+        rows = sweep(ckpt, out / "guidance", args.num_images)
     speed = sampling_speed(ckpt, args.speed_images, args.speed_pairs)
     by_scale = {float(row["guidance_scale"]): {"fid": float(row[FID]), "accuracy": float(row[ACCURACY]),
                                                "precision": float(row["precision/classifier-mnist5k"]),
@@ -108,7 +129,7 @@ def main() -> int:
     }
     if minutes:
         claims["both stages within 60 minutes"] = minutes["total_minutes"] <= 60
-    summary = {"machine": machine, "checkpoint": str(ckpt), "training": minutes, "num_images": args.num_images,
+    summary = {"machine": machine, "checkpoint": str(ckpt), "training": minutes, "sweep": args.reuse_sweep or str(out / "guidance"), "num_images": args.num_images,
                "by_guidance_scale": by_scale, "sampling_speed": speed, "claims": claims}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("| guidance | FID | accuracy | precision | recall |\n|---|---|---|---|---|")
