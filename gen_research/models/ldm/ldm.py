@@ -169,9 +169,10 @@ class LatentDiffusion(FrozenFirstStage, DDPM):
             raise GenResearchError("ldm: cache_latents needs a data module with a training split (train_set)")
         latent_cache.check_cacheable(datamodule)
         folder = latent_cache.default_cache_dir() if not self.hparams.latent_cache_dir else Path(self.hparams.latent_cache_dir).expanduser()
-        self.first_stage.to(self.device)
+        device = trainer.strategy.root_device  # setup runs before the strategy moves the model: encode on the accelerator
+        self.first_stage.to(device)
         datamodule.train_set = latent_cache.cached_latents(
-            self.first_stage, datamodule.train_set, self.device, folder, trainer.is_global_zero, trainer.strategy.barrier, rank_zero_info)
+            self.first_stage, datamodule.train_set, device, folder, trainer.is_global_zero, trainer.strategy.barrier, rank_zero_info)
 
     # ---- sampling ---------------------------------------------------------------------------------
     @torch.no_grad()
