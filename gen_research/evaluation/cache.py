@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gen_research.files.digest import hash_tensor
 from gen_research.files.atomic import atomic_write_text, atomic_write_with
 from gen_research.errors import GenResearchError
 
@@ -44,14 +45,6 @@ def canonical_key(key_parts: dict[str, Any]) -> dict[str, str]:
 def key_digest(key_parts: dict[str, Any]) -> str:
     text = json.dumps(canonical_key(key_parts), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
-
-
-def hash_tensor(digest: Any, tensor: Tensor) -> None:
-    """Feed a tensor's dtype, shape and raw bytes into a hashlib digest (no copy of the bytes)."""
-    tensor = tensor.detach().cpu().contiguous()
-    digest.update(f"{tensor.dtype}|{list(tensor.shape)}\n".encode())
-    if tensor.numel():
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
 
 
 def outputs_digest(outputs: dict[str, Tensor]) -> str:
@@ -170,4 +163,4 @@ class ReferenceCache:
         return path
 
 
-__all__ = ["CACHE_ENV", "DEFAULT_ROOT", "FORMAT_VERSION", "ReferenceCache", "canonical_key", "hash_tensor", "key_digest", "outputs_digest"]
+__all__ = ["CACHE_ENV", "DEFAULT_ROOT", "FORMAT_VERSION", "ReferenceCache", "canonical_key", "key_digest", "outputs_digest"]

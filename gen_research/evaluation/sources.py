@@ -20,7 +20,7 @@ from gen_research.data.batch import collate_fields
 from gen_research.data.datasets import FileImageDataset
 from gen_research.data.folder import find_images
 from gen_research.errors import GenResearchError
-from gen_research.evaluation.cache import hash_tensor
+from gen_research.files.digest import hash_tensor
 
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 

@@ -24,10 +24,11 @@ from torch.utils.data import DataLoader, Dataset
 from gen_research.data.batch import collate_fields
 from gen_research.errors import GenResearchError
 from gen_research.files.atomic import atomic_write_with
+from gen_research.files.digest import hash_tensor
 
 CACHE_ENV = "GEN_RESEARCH_CACHE"  # the evaluation reference cache's root too (gen_research/evaluation/cache.py)
 DEFAULT_ROOT = "~/.cache/gen_research"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tensors hashed by files/digest.py, as the reference cache does
 
 
 def default_cache_dir() -> Path:
@@ -50,13 +51,6 @@ class CachedLatents(Dataset):
         return item
 
 
-def _hash_tensor(digest: Any, tensor: Tensor) -> None:
-    shape = tuple(tensor.shape)
-    tensor = tensor.detach().cpu().contiguous().reshape(-1)
-    digest.update(f"{tensor.dtype}{shape}".encode())
-    digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-
-
 def _items(dataset: Dataset, batch_size: int) -> DataLoader:
     # A private generator: a loader without one draws its base seed from the global RNG, which would shift the
     # training stream of a cached run away from an uncached one's.
@@ -68,11 +62,11 @@ def cache_key(first_stage: torch.nn.Module, dataset: Dataset, batch_size: int = 
     digest = hashlib.sha256(f"gen_research latent cache v{FORMAT_VERSION}".encode())
     for name, tensor in sorted(first_stage.state_dict().items()):
         digest.update(name.encode())
-        _hash_tensor(digest, tensor)
+        hash_tensor(digest, tensor)
     for batch in _items(dataset, batch_size):
-        _hash_tensor(digest, batch["image"])
+        hash_tensor(digest, batch["image"])
         if "label" in batch:
-            _hash_tensor(digest, batch["label"])
+            hash_tensor(digest, batch["label"])
     return digest.hexdigest()[:32]
 
 
