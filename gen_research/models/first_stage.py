@@ -9,7 +9,6 @@ stage's checkpoint file to still exist (a moved or retrained first stage can nev
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,16 @@ def first_stage_spec(ckpt_path: str | Path, owner: str) -> dict[str, Any]:
 
 
 def _first_stage_class(class_path: str, owner: str) -> type:
-    if not class_path.startswith("gen_research."):  # the class is imported: only the framework's own families
-        raise GenResearchError(f"{owner}: the first stage {class_path} is not a gen_research model family; train the first stage with gen_research")
-    module_name, _, class_name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
-        raise GenResearchError(f"{owner}: the first stage's class {class_path} does not exist in this gen_research version") from None
+    """The registered model family a checkpoint names. Only registered families (gen_research's own, and those a user
+    registered through an entry point or an experiment's ``imports:``) are looked up: a checkpoint never makes us import
+    an arbitrary module (docs/security.md)."""
+    from gen_research.registry import MODELS
+
+    for entry in MODELS:
+        if entry.class_path == class_path:
+            return entry.obj
+    raise GenResearchError(f"{owner}: the first stage's class {class_path} is not a registered model family "
+                           "(python -m gen_research list models); train the first stage with a registered family")
 
 
 def build_first_stage(owner: str, first_stage_ckpt: str | None, first_stage: dict[str, Any] | None,
