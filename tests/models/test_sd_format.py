@@ -159,11 +159,18 @@ def test_export_refuses_a_scheduler_the_pipeline_would_rewrite(sd_folder):
     text_encoder, tokenizer = _text_parts(sd_folder)
     sd = read_sd_folder(sd_folder)
     vae = sd.load_vae((3, IMAGE_SIZE, IMAGE_SIZE)).diffusers_autoencoder()
-    for change in ({"steps_offset": 0}, {"clip_sample": True}):
+    for change in ({"steps_offset": 0}, {"clip_sample": True}, {"clip_sample": True, "timestep_spacing": "trailing"}):
         scheduler = ddim_scheduler({**SD15_SCHEDULER, **change})
-        with pytest.raises(ValueError, match="forces steps_offset=1, clip_sample=False"):
+        with pytest.raises(ValueError, match="forces steps_offset=1 and clip_sample=False"):
             stable_diffusion_pipeline(sd.load_unet(), vae, text_encoder, tokenizer, scheduler, 0.18215)
         assert scheduler.config == ddim_scheduler({**SD15_SCHEDULER, **change}).config  # refused, left as it was
+    # "trailing" spacing (ddpm's default here) ignores the offset: accepted, as a copy with steps_offset 1
+    trailing = ddim_scheduler({**SD15_SCHEDULER, "steps_offset": 0, "timestep_spacing": "trailing"})
+    pipeline = stable_diffusion_pipeline(sd.load_unet(), vae, text_encoder, tokenizer, trailing, 0.18215)
+    assert pipeline.scheduler.config.steps_offset == 1 and trailing.config.steps_offset == 0
+    trailing.set_timesteps(STEPS)
+    pipeline.scheduler.set_timesteps(STEPS)
+    assert pipeline.scheduler.timesteps.tolist() == trailing.timesteps.tolist() == [999, 799, 599, 399, 199]
     # why: diffusers' constructor rewrites the scheduler in place, so the export's timesteps would not be ours
     from diffusers import StableDiffusionPipeline
 

@@ -17,8 +17,9 @@ pipeline_stable_diffusion_xl.py, checked by tests/models/test_sd_format.py):
 - images ``vae.decode(z / vae.config.scaling_factor)``, then ``(x / 2 + 0.5).clamp(0, 1)``.
 
 StableDiffusionPipeline's constructor silently rewrites a scheduler config with ``steps_offset`` != 1 or
-``clip_sample`` true (it sets 1 and false, in place); :func:`stable_diffusion_pipeline` refuses such a scheduler
-rather than export a pipeline that samples differently from the model.
+``clip_sample`` true (it sets 1 and false, in place); :func:`stable_diffusion_pipeline` refuses a scheduler where that
+changes the samples (clip_sample, or an offset under "leading" spacing) rather than export a pipeline that samples
+differently from the model ("trailing" / "linspace" spacing ignore the offset).
 """
 
 from __future__ import annotations
@@ -176,6 +177,21 @@ def read_sd_folder(folder: str | Path, key: str = "model.init_args.init_from") -
                     text_encoders=tuple(part for part in ("text_encoder", "text_encoder_2") if part in required))
 
 
+def _pipeline_scheduler(scheduler: Any) -> Any:
+    """``scheduler`` as StableDiffusionPipeline.__init__ leaves it: that constructor (and so from_pretrained) rewrites
+    ``steps_offset`` to 1 and ``clip_sample`` to False in place. Where that changes the timesteps or the steps (the
+    offset is added under "leading" spacing only), refuse; otherwise return a copy with steps_offset 1."""
+    config = dict(scheduler.config)
+    offset, clip_sample = config.get("steps_offset", 1), config.get("clip_sample", False)
+    spacing = config.get("timestep_spacing", "leading")
+    if clip_sample or (offset != 1 and spacing == "leading"):
+        raise ValueError(f"the scheduler has steps_offset={offset}, clip_sample={clip_sample}, timestep_spacing={spacing!r}; "
+                         "StableDiffusionPipeline forces steps_offset=1 and clip_sample=False, which would change its samples")
+    if offset != 1:  # unused outside "leading" spacing: the same timesteps, and no rewrite of the caller's scheduler
+        return type(scheduler).from_config({**config, "steps_offset": 1})
+    return scheduler
+
+
 def stable_diffusion_pipeline(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any, latent_scale: float,
                               text_encoder_2: Any = None, tokenizer_2: Any = None) -> Any:
     """A StableDiffusionPipeline (StableDiffusionXLPipeline when ``text_encoder_2`` is given) over these very modules
@@ -191,11 +207,7 @@ def stable_diffusion_pipeline(unet: Any, vae: Any, text_encoder: Any, tokenizer:
 
     if not (isinstance(latent_scale, (int, float)) and latent_scale > 0):
         raise ValueError(f"latent_scale must be a positive number, got {latent_scale!r}")
-    offset, clip_sample = scheduler.config.get("steps_offset", 1), scheduler.config.get("clip_sample", False)
-    if offset != 1 or clip_sample:
-        # StableDiffusionPipeline.__init__ (and so from_pretrained) would rewrite these to 1 / False: other timesteps
-        raise ValueError(f"the scheduler has steps_offset={offset}, clip_sample={clip_sample}; StableDiffusionPipeline "
-                         "forces steps_offset=1, clip_sample=False, so sample with those for an export that matches")
+    scheduler = _pipeline_scheduler(scheduler)
     from gen_research.models.text2image.lora import has_lora, merged_copy
 
     if has_lora(unet):  # save_pretrained would write peft's base_layer/lora keys, which a plain UNet cannot load
