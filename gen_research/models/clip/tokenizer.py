@@ -93,13 +93,14 @@ def write_tokenizer_files(files: Mapping[str, str], folder: Path) -> Path:
     return folder
 
 
-def load_clip_tokenizer(folder: Path | str) -> Any:
-    """``transformers.CLIPTokenizer.from_pretrained(folder)`` offline, or a one-line error naming what is missing."""
+def load_clip_tokenizer(folder: Path | str, hint: str = "or leave model.init_args.tokenizer null to train one on the captions") -> Any:
+    """``transformers.CLIPTokenizer.from_pretrained(folder)`` offline, or a one-line error naming what is missing
+    (``hint`` ends it: what else the caller may pass)."""
     folder = Path(folder).expanduser()
     missing = [name for name in ("vocab.json", "merges.txt") if not (folder / name).is_file()]
     if missing and not (folder / "tokenizer.json").is_file():
         raise GenResearchError(f"no CLIP tokenizer at {folder} ({', '.join(missing)} missing); pass a folder with vocab.json and merges.txt "
-                               "(e.g. a Stable Diffusion pipeline's tokenizer/), or leave the tokenizer null to train one on the captions")
+                               f"(e.g. a Stable Diffusion pipeline's tokenizer/), {hint}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers reaches for the Hub
     from transformers import CLIPTokenizer
 
