@@ -1,4 +1,5 @@
-"""``python -m gen_research export``: a checkpoint as a diffusers pipeline folder (families that ExportsDiffusers).
+"""``python -m gen_research export``: a checkpoint as a diffusers pipeline folder (families that ExportsDiffusers), or
+as the folder its library loads (ExportsFolder: a local CLIP as a transformers CLIPModel folder).
 
     export --config EXP --ckpt_path CKPT --out DIR [--sampler ddim]
 
@@ -28,16 +29,22 @@ def export_command(argv: list[str]) -> int:
         raise GenResearchError(f"--out {out} is not empty; pass a new folder (an export never writes over files)")
 
     from gen_research.commands.loading import load_model_and_data
-    from gen_research.models.contract import ExportsDiffusers, require
+    from gen_research.models.contract import ExportsDiffusers, ExportsFolder, can, require
     from gen_research.registry import load_builtins
 
     load_builtins()
     model, _, _ = load_model_and_data(args.config, args.ckpt_path)
+    if can(model, ExportsFolder) and not can(model, ExportsDiffusers):  # e.g. a local CLIP: a transformers folder
+        if args.sampler:
+            raise GenResearchError(f"--sampler does not apply to {type(model).__name__}: it is no diffusion pipeline; drop it")
+        print(model.export_folder(out))
+        return 0
     require(model, ExportsDiffusers, "export")
     sampler = args.sampler or model.export_samplers[0]
     if sampler not in model.export_samplers:
         raise GenResearchError(f"--sampler {sampler!r}: {type(model).__name__} exports with {', '.join(model.export_samplers)}")
     pipeline = model.diffusers_pipeline(sampler)
     pipeline.save_pretrained(out)
-    print(f"diffusers pipeline ({type(pipeline).__name__}) in {out}: DiffusionPipeline.from_pretrained({str(out)!r}){model.export_note(sampler)}")
+    extra = model.export_extras(out)
+    print(f"diffusers pipeline ({type(pipeline).__name__}) in {out}: DiffusionPipeline.from_pretrained({str(out)!r}){model.export_note(sampler)}{extra}")
     return 0

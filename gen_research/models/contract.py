@@ -16,6 +16,7 @@ capability             what the model provides                                wh
 :class:`StyleSpace`    ``to_w(z)`` -> per-layer styles, ``synthesize(ws)``      ppl in W, style mixing, W walks
 :class:`Translates`    ``translate(images, target=None)``; ``target_domains``  evaluate, sample grids
 :class:`ExportsDiffusers` ``diffusers_pipeline(sampler)``; ``export_samplers`` export
+:class:`ExportsFolder` ``export_folder(folder)`` (e.g. a transformers folder)  export
 :class:`FirstStage`    ``encode_moments``/``decode_latents``; latent shape    ldm (a second stage), export
 :class:`Quantizes`     ``encode_codes``/``decode_codes``; ``codebook_size``   vq_prior (a prior over codes)
 =====================  =====================================================  ==============================
@@ -43,6 +44,7 @@ import difflib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -58,8 +60,11 @@ from gen_research.errors import GenResearchError
 #: - ``source``: a translator's input image; ``target``: its paired ground truth (paired data only);
 #: - ``domain``: the domain of the item's ``source`` (or of ``image`` when there is no source): int64 ids, or float
 #:   0/1 attribute vectors for multi-label domains (StarGAN's CelebA attributes);
-#: - ``target_domain``: the domain an evaluation item asks its source to be translated into (same encoding).
-BATCH_FIELDS = ("image", "label", "caption", "source", "target", "domain", "target_domain")
+#: - ``target_domain``: the domain an evaluation item asks its source to be translated into (same encoding);
+#: - ``depth``: a depth-like map [B, 1, H, W] in [-1, 1] (1 = near) of the item's ``image`` (SD2-style depth conditioning);
+#: - ``original_size`` (h, w) and ``crop_coords`` (top, left): int64 [B, 2], the image's size before resizing and where it
+#:   was cropped (SDXL's micro-conditioning).
+BATCH_FIELDS = ("image", "label", "caption", "source", "target", "domain", "target_domain", "depth", "original_size", "crop_coords")
 
 
 @dataclass(frozen=True)
@@ -226,6 +231,20 @@ class ExportsDiffusers(Protocol):
         """What a user must know to reproduce gen_research's images with the pipeline ("" when nothing)."""
         ...
 
+    def export_extras(self, folder: Path) -> str:
+        """Write what the pipeline folder does not hold (e.g. LoRA adapters) into ``folder``; say what ("" when nothing)."""
+        ...
+
+
+@runtime_checkable
+class ExportsFolder(Protocol):
+    """Writes itself as a folder its library loads without gen_research (``export`` of a model that is no diffusers
+    pipeline, e.g. a local CLIP as a transformers ``CLIPModel`` folder)."""
+
+    def export_folder(self, folder: Path) -> str:
+        """Write into ``folder`` (new or empty); return one line saying how to load it."""
+        ...
+
 
 @runtime_checkable
 class FirstStage(Protocol):
@@ -270,6 +289,7 @@ CAPABILITIES: dict[type, str] = {
     StyleSpace: "map latents to a style space W and synthesize from it (StyleGAN)",
     Translates: "translate images (image-to-image)",
     ExportsDiffusers: "be exported as a diffusers pipeline",
+    ExportsFolder: "be exported as a folder its library loads",
     FirstStage: "encode images to latents and decode them (a first-stage autoencoder)",
     Quantizes: "encode images to discrete codes and decode them (a vector-quantised autoencoder)",
 }
@@ -393,6 +413,7 @@ __all__ = [
     "BATCH_FIELDS",
     "CAPABILITIES",
     "ExportsDiffusers",
+    "ExportsFolder",
     "FirstStage",
     "Generates",
     "Interpolates",

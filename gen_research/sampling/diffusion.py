@@ -90,21 +90,35 @@ def classifier_free_guidance(
     null_label: int,
     scale: float,
 ) -> torch.Tensor:
-    """uncond + scale * (cond - uncond), with cond and uncond in one batched call (Ho & Salimans 2022).
+    """Class-conditional classifier-free guidance (Ho & Salimans 2022): :func:`guided` with the null label as the
+    unconditional input."""
+    return guided(model_fn, x, t, labels, torch.full_like(labels, null_label), scale)
 
-    scale 0 gives the unconditional output, 1 the conditional one, > 1 extrapolates past it. Scales 0 and 1
-    need one of the two predictions only, so they cost a single un-doubled call.
+
+def guided(model_fn: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor], x: torch.Tensor, t: torch.Tensor,
+           cond: Any, uncond: Any, scale: float) -> torch.Tensor:
+    """uncond + scale * (cond - uncond), with both predictions in one batched call.
+
+    ``cond`` / ``uncond`` are what ``model_fn`` is conditioned on: label tensors, prompt embeddings, or dicts of such
+    tensors (concatenated key by key). For text, ``uncond`` is the negative prompt's (the empty prompt's by default),
+    as Stable Diffusion's pipelines compute it. scale 0 gives the unconditional output, 1 the conditional one, > 1
+    extrapolates past it; scales 0 and 1 need one of the two predictions only, so they cost a single un-doubled call.
     """
     if scale == 1.0:
-        return model_fn(x, t, labels)
-    null = torch.full_like(labels, null_label)
+        return model_fn(x, t, cond)
     if scale == 0.0:
-        return model_fn(x, t, null)
+        return model_fn(x, t, uncond)
     t = torch.as_tensor(t, device=x.device)
     t2 = t if t.ndim == 0 else torch.cat([t, t])  # a scalar timestep broadcasts over the doubled batch
-    out = model_fn(torch.cat([x, x]), t2, torch.cat([labels, null]))
-    cond, uncond = out.chunk(2)
-    return uncond + scale * (cond - uncond)
+    out = model_fn(torch.cat([x, x]), t2, _cat_conditions(cond, uncond))
+    cond_out, uncond_out = out.chunk(2)
+    return uncond_out + scale * (cond_out - uncond_out)
+
+
+def _cat_conditions(a: Any, b: Any) -> Any:
+    if isinstance(a, dict):
+        return {key: _cat_conditions(a[key], b[key]) for key in a}
+    return None if a is None else torch.cat([a, b])
 
 
 def start_index(num_steps: int, strength: float, order: int = 1) -> int:
@@ -193,6 +207,7 @@ __all__ = [
     "SCHEDULER_DESCRIPTIONS",
     "check_scheduler_name",
     "classifier_free_guidance",
+    "guided",
     "make_scheduler",
     "sample",
     "start_index",

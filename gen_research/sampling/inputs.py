@@ -54,8 +54,10 @@ def _mask_file(path: Path, h: int, w: int) -> torch.Tensor:
     return (~generate).float()
 
 
-def input_images(source: str, count: int, datamodule: Any, image_shape: tuple[int, int, int]) -> torch.Tensor:
-    """The first ``count`` images of a data split (train/val/test) or of an image folder, in [-1, 1]."""
+def input_images(source: str, count: int, datamodule: Any, image_shape: tuple[int, int, int], field: str = "image",
+                 flag: str = "--input") -> torch.Tensor:
+    """The first ``count`` images of a data split (train/val/test; its batch ``field``, e.g. ``depth``) or of an image
+    folder, in [-1, 1]."""
     from gen_research.evaluation import sources
 
     if source in ("train", "val", "test"):
@@ -64,13 +66,18 @@ def input_images(source: str, count: int, datamodule: Any, image_shape: tuple[in
     else:
         c, h, w = image_shape
         if h != w:
-            raise GenResearchError(f"--input {source}: folder images are resized to squares; this model makes {h}x{w} images")
-        dataset = sources.folder_dataset(sources.folder_images(source, "--input"), h, grayscale=c == 1)
+            raise GenResearchError(f"{flag} {source}: folder images are resized to squares; this model makes {h}x{w} images")
+        dataset = sources.folder_dataset(sources.folder_images(source, flag), h, grayscale=c == 1)
+        field = "image"
     if len(dataset) < count:
-        raise GenResearchError(f"--input {source} has {len(dataset)} images, fewer than --num-images {count}; lower --num-images")
-    images = torch.stack([as_fields(dataset[i])["image"] for i in range(count)])  # dict or (image, label) items
+        raise GenResearchError(f"{flag} {source} has {len(dataset)} images, fewer than --num-images {count}; lower --num-images")
+    first = as_fields(dataset[0])
+    if field not in first:
+        raise GenResearchError(f"{flag} {source}: the data's items have no {field!r} field (they have {', '.join(first)}); "
+                               f"pass a folder of images or data that provides {field}")
+    images = torch.stack([as_fields(dataset[i])[field] for i in range(count)])  # dict or (image, label) items
     if tuple(images.shape[1:]) != tuple(image_shape):
-        raise GenResearchError(f"--input {source} gives {tuple(images.shape[1:])} images; the model makes {tuple(image_shape)}")
+        raise GenResearchError(f"{flag} {source} gives {tuple(images.shape[1:])} images; the model needs {tuple(image_shape)}")
     return images
 
 

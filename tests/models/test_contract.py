@@ -63,5 +63,7 @@ def test_registered_families_declare_their_options_and_samplers():
     load_builtins()
     options = {option.name: families for option, families in options_of_all_families()}
     assert options["temperature"] == ["vae", "vq_prior"] and options["top_k"] == ["vq_prior"]
-    assert options["sampler"] == ["ddpm", "ldm"] and options["strength"] == ["ddpm", "ldm"]  # ldm: the diffusion family's options
+    # ldm and text2image: the diffusion family's options; text2image has prompts and no classifier guidance
+    assert options["sampler"] == ["ddpm", "ldm", "text2image"] and options["strength"] == ["ddpm", "ldm", "text2image"]
+    assert options["classifier_ckpt"] == ["ddpm", "ldm"] and options["prompt"] == ["text2image"]
     assert {sampler for family, sampler, _ in sampler_table() if family == "ddpm"} == {"ddpm", "ddim", "dpm-solver++", "euler", "euler-ancestral", "heun", "pndm"}

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import lightning.pytorch as L
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
+from torch import nn
 
 from gen_research.errors import GenResearchError
 from gen_research.models.common import LossSteps, check_number, check_optimizer_settings, check_widths
@@ -72,6 +73,7 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         clip_sample: bool = True,
         beta_start: float = 0.0001,
         beta_end: float = 0.02,
+        noise_offset: float = 0.0,
     ) -> None:
         super().__init__()
         check_optimizer_settings("ddpm", lr, weight_decay, warmup_steps)
@@ -84,6 +86,7 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         check_number("ddpm", "eta", eta, low=0.0, hint="0 (deterministic DDIM) to 1 (DDPM-like)")
         check_number("ddpm", "guidance_scale", guidance_scale, low=0.0, hint="1 (no guidance) or more")
         check_number("ddpm", "beta_start", beta_start, low=0.0, low_inclusive=False, high=beta_end, high_inclusive=False, hint="e.g. 1e-4 (Ho et al.), 0.00085 (Stable Diffusion)")
+        check_number("ddpm", "noise_offset", noise_offset, low=0.0, hint="0 (off) or e.g. 0.05-0.1 (Lin et al. 2023 / diffusers' --noise_offset)")
         check_number("ddpm", "beta_end", beta_end, low=beta_start, low_inclusive=False, high=1.0, high_inclusive=False, hint="e.g. 0.02 (Ho et al.), 0.012 (Stable Diffusion)")
         self.save_hyperparameters()
         self.hparams.block_out_channels = list(block_out_channels)
@@ -109,19 +112,7 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         self.null_label = num_classes if class_conditional else None  # last embedding row = "no label"
         if class_conditional:
             self.BATCH_FIELDS = ("image", "label")  # the contract: this model trains on labels too
-        self.unet = UNet2DModel(
-            sample_size=(h, w),
-            in_channels=c,
-            out_channels=c,
-            block_out_channels=tuple(block_out_channels),
-            layers_per_block=layers_per_block,
-            down_block_types=down,
-            up_block_types=up,
-            dropout=dropout,
-            norm_num_groups=min(32, math.gcd(*block_out_channels)),
-            attention_head_dim=min(8, min(block_out_channels)),
-            num_class_embeds=num_classes + 1 if class_conditional else None,
-        )
+        self.unet = self.build_unet((c, h, w), down, up)
         self.noise_scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps,
             beta_schedule=BETA_SCHEDULES[noise_schedule],
@@ -133,6 +124,24 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         )
         if init_from:  # fine-tune a diffusers pipeline folder (e.g. from `export`); checkpoints restore over it
             load_pipeline_weights(self.unet, self.noise_scheduler.config, init_from)
+
+    def build_unet(self, shape: tuple[int, int, int], down: tuple[str, ...], up: tuple[str, ...]) -> nn.Module:
+        """The denoising network for samples of ``shape`` (a subclass with another UNet overrides this)."""
+        hp = self.hparams
+        c, h, w = shape
+        return UNet2DModel(
+            sample_size=(h, w),
+            in_channels=c,
+            out_channels=c,
+            block_out_channels=tuple(hp.block_out_channels),
+            layers_per_block=hp.layers_per_block,
+            down_block_types=down,
+            up_block_types=up,
+            dropout=hp.dropout,
+            norm_num_groups=min(32, math.gcd(*hp.block_out_channels)),
+            attention_head_dim=min(8, min(hp.block_out_channels)),
+            num_class_embeds=hp.num_classes + 1 if self.null_label is not None else None,
+        )
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> "DDPM":  # type: ignore[override]
@@ -157,8 +166,10 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         hp = self.hparams
         b = len(x)
         gen = {"generator": generator} if generator is not None else {}
-        t = torch.randint(0, hp.num_train_timesteps, (b,), device=x.device, **gen)
+        t = self.draw_timesteps(b, x.device, generator)
         noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, **gen)
+        if hp.get("noise_offset"):  # Lin et al. 2023's offset noise (diffusers' --noise_offset): a per-channel constant
+            noise = noise + hp.noise_offset * torch.randn((b, x.shape[1], 1, 1), device=x.device, dtype=x.dtype, **gen)
         x_t = self.noise_scheduler.add_noise(x, noise, t)
         if hp.prediction_type == "epsilon":
             target = noise
@@ -166,14 +177,7 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
             target = x
         else:
             target = self.noise_scheduler.get_velocity(x, noise, t)
-        cond = None
-        if self.null_label is not None:
-            if labels is None:
-                raise GenResearchError("ddpm: class_conditional needs labels in every batch")
-            cond = labels.to(x.device)
-            if generator is None and hp.p_uncond > 0:  # label dropout in training only
-                drop = torch.rand(b, device=x.device) < hp.p_uncond
-                cond = torch.where(drop, torch.full_like(cond, self.null_label), cond)
+        cond = self.training_condition(labels, b, x.device, generator)
         per_image = (self(x_t, t, cond).float() - target.float()).pow(2).flatten(1).mean(1)
         mse = per_image.mean()
         if hp.loss_weighting == "min_snr":
@@ -181,6 +185,25 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         else:
             loss = mse
         return {"loss": loss, "mse": mse}
+
+    def draw_timesteps(self, batch_size: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+        """Training timesteps, uniform over all noise levels (a subclass may train on a range: an SDXL-style refiner)."""
+        gen = {"generator": generator} if generator is not None else {}
+        return torch.randint(0, self.hparams.num_train_timesteps, (batch_size,), device=device, **gen)
+
+    def training_condition(self, labels: torch.Tensor | None, batch_size: int, device: torch.device,
+                           generator: torch.Generator | None) -> Any:
+        """What ``forward`` is conditioned on in a loss: the labels, dropped to the null label with p_uncond in training
+        (a subclass with other conditioning overrides this)."""
+        if self.null_label is None:
+            return None
+        if labels is None:
+            raise GenResearchError("ddpm: class_conditional needs labels in every batch")
+        cond = labels.to(device)
+        if generator is None and self.hparams.p_uncond > 0:  # label dropout in training only
+            drop = torch.rand(batch_size, device=device) < self.hparams.p_uncond
+            cond = torch.where(drop, torch.full_like(cond, self.null_label), cond)
+        return cond
 
     # ---- sampling ---------------------------------------------------------------------------------
     @torch.no_grad()

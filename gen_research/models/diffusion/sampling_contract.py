@@ -108,6 +108,9 @@ class DiffusionSamplingContract(ModelFamily):
         return getattr(diffusers, PIPELINES[sampler])(unet=self.unet.eval(), scheduler=scheduler)
 
 
+    def export_extras(self, folder: Path) -> str:
+        return ""  # the pipeline folder holds the whole model
+
     def export_note(self, sampler: str) -> str:
         # Our DDIM steps with the epsilon consistent with the clipped x0; diffusers' DDIMPipeline does so when asked.
         return ", then call it with use_clipped_model_output=True (as gen_research's ddim)" if sampler == "ddim" else ""

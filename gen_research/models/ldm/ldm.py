@@ -63,7 +63,7 @@ class LatentDiffusion(FrozenFirstStage, DDPM):
         predictions are not clipped to [-1, 1] (CompVis' LDMs sample with clip_denoised=False). The rest: ddpm's."""
         if ddpm_options.get("init_from"):
             raise GenResearchError("ldm: init_from (a pixel-space diffusers pipeline) does not apply; start from first_stage_ckpt")
-        stage, spec = build_first_stage("ldm", first_stage_ckpt, first_stage, FirstStage)
+        stage, spec = self.load_first_stage(first_stage_ckpt, first_stage)
         stage_images = tuple(int(v) for v in stage.image_shape)
         if stage_images != tuple(image_shape):
             raise GenResearchError(f"ldm: the first stage was trained on {tuple(stage_images)} images, the data gives {tuple(image_shape)}; "
@@ -82,6 +82,12 @@ class LatentDiffusion(FrozenFirstStage, DDPM):
         # A plain number saved in the checkpoint by on_save_checkpoint, not a buffer: an EMA of the whole model
         # (ema without target) averages buffers too and would blend the unset NaN into it.
         self.latent_scale = float(latent_scale) if latent_scale else float("nan")
+
+    def load_first_stage(self, first_stage_ckpt: str | None, first_stage: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+        """(frozen first stage, its spec to store): from a checkpoint, or rebuilt from a stored spec (models/first_stage.py)."""
+        return build_first_stage(self.owner, first_stage_ckpt, first_stage, FirstStage)
+
+    owner = "ldm"  # the name in error messages
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> "LatentDiffusion":  # type: ignore[override]
@@ -181,20 +187,30 @@ class LatentDiffusion(FrozenFirstStage, DDPM):
         """Images in [-1, 1]: DDPM's sampling in latent space (same options), then the first stage's decoder."""
         if math.isnan(self.latent_scale):
             raise GenResearchError("ldm: this model has not trained (its latent scale factor is unset); fit it first")
+        latent_init, latent_mask = self.latent_inputs(init_images, known_mask)
+        z = DDPM.sample(self, num_samples, labels=labels, generator=generator, init_images=latent_init, known_mask=latent_mask, **options)
+        return self.paste_known(self.decode(z), init_images, known_mask)
+
+    def latent_inputs(self, init_images: torch.Tensor | None, known_mask: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """img2img / inpainting inputs in latent space: the input images' latents, and the mask of latents whose whole
+        pixel patch is known (the pixel mask of generated pixels max-pooled to the latent grid)."""
         latent_init = self.encode(init_images.to(self.device)) if init_images is not None else None
         latent_mask = None
         if known_mask is not None:
             if init_images is None:
-                raise GenResearchError("ldm: inpainting (a mask) needs input images")
+                raise GenResearchError(f"{self.owner}: inpainting (a mask) needs input images")
             _, h, w = self.latent_shape
             generate = 1.0 - known_mask.float().to(self.device)
             latent_mask = self._pad(1.0 - F.adaptive_max_pool2d(generate, (h, w)))  # known only where the whole patch is
-        z = DDPM.sample(self, num_samples, labels=labels, generator=generator, init_images=latent_init, known_mask=latent_mask, **options)
-        images = self.decode(z)
-        if known_mask is not None:
-            keep = known_mask.to(images.device) > 0.5
-            images = torch.where(keep, init_images.to(images.device, images.dtype).expand_as(images), images)
-        return images
+        return latent_init, latent_mask
+
+    @staticmethod
+    def paste_known(images: torch.Tensor, init_images: torch.Tensor | None, known_mask: torch.Tensor | None) -> torch.Tensor:
+        """Inpainting ends with the known pixels exactly (the decoder alone would only approximate them)."""
+        if known_mask is None or init_images is None:
+            return images
+        keep = known_mask.to(images.device) > 0.5
+        return torch.where(keep, init_images.to(images.device, images.dtype).expand_as(images), images)
 
     def check_sampling_options(self, options: dict[str, Any], context: SamplingContext | None = None) -> None:
         if options.get("classifier_ckpt"):
