@@ -183,3 +183,22 @@ def test_a_missing_tokenizer_folder_is_named_at_fit_and_an_unbuilt_model_says_wh
         model.setup("fit")
     with pytest.raises(GenResearchError, match="has no tokenizer yet"):
         model.image_features(torch.zeros(1, 3, 16, 16))
+
+
+def test_the_experiment_and_the_tiny_config_parse_with_their_settings():
+    from pathlib import Path
+
+    from gen_research.config.files import load_experiment
+    from gen_research.registry import load_builtins
+
+    load_builtins()
+    repo = Path(__file__).resolve().parents[2]
+    experiment = load_experiment(repo / "experiments" / "clip_captions_mnist5k.yaml")
+    assert experiment["model"]["class_path"] == "clip" or experiment["model"]["class_path"].endswith("LocalCLIP")
+    assert experiment["model"]["init_args"]["lr"] == 5e-4 and experiment["model"]["init_args"]["betas"] == [0.9, 0.98]
+    data = experiment["data"]["init_args"]
+    assert experiment["data"]["class_path"].endswith(("captioned_digits", "CaptionedDigits"))
+    assert (data["image_size"], data["batch_size"], data["caption_dropout"]) == (32, 128, 0.0)
+    assert experiment["trainer"]["precision"] == "auto" and experiment["trainer"]["max_steps"] == 756
+    tiny = load_experiment(repo / "tests" / "configs" / "tiny_clip.yaml")
+    assert tiny["trainer"]["precision"] == "32-true" and tiny["data"]["init_args"]["image_size"] == 16
