@@ -4,13 +4,31 @@ Lightning steps of modules that are just a ``compute_losses`` (diffusion models,
 
 from __future__ import annotations
 
+import contextlib
+
 import math
-from typing import Any, ClassVar
+from typing import Any, Iterator, ClassVar
 
 import torch
 
 from gen_research.errors import GenResearchError
 from gen_research.training.optimizers import configure_adamw  # noqa: F401  (re-exported: one optimizer path for every family)
+
+
+@contextlib.contextmanager
+def own_hyperparameters() -> Iterator[None]:
+    """Build or load a LightningModule inside another one's ``__init__`` (a frozen first stage, a text encoder).
+
+    While LightningCLI instantiates the outer model, Lightning hands the OUTER model's hyperparameters to every
+    ``save_hyperparameters()`` that runs (the private ContextVar ``_given_hyperparameters`` of its hparams mixin), so a
+    nested model would record the outer model's hyperparameters instead of its own. This resets it for the nested build."""
+    from lightning.pytorch.core.mixins import hparams_mixin
+
+    token = hparams_mixin._given_hyperparameters.set(None)
+    try:
+        yield
+    finally:
+        hparams_mixin._given_hyperparameters.reset(token)
 
 
 class SeededEvaluation:

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from gen_research.errors import GenResearchError
+from gen_research.models.common import own_hyperparameters
 from gen_research.models.contract import CAPABILITIES, can
 
 
@@ -56,13 +57,15 @@ def build_first_stage(owner: str, first_stage_ckpt: str | None, first_stage: dic
         spec = first_stage_spec(first_stage_ckpt, owner)
         cls = _first_stage_class(spec["class_path"], owner)
         try:
-            module = cls.load_from_checkpoint(first_stage_ckpt, map_location="cpu", weights_only=True)
+            with own_hyperparameters():
+                module = cls.load_from_checkpoint(first_stage_ckpt, map_location="cpu", weights_only=True)
         except (RuntimeError, TypeError, KeyError, ValueError) as error:
             raise GenResearchError(f"{owner}: cannot load first stage {first_stage_ckpt}: {str(error).splitlines()[0]}") from None
     elif first_stage:
         spec = {"class_path": first_stage["class_path"], "init_args": dict(first_stage.get("init_args") or {})}
         cls = _first_stage_class(spec["class_path"], owner)
-        module = cls(**spec["init_args"])
+        with own_hyperparameters():
+            module = cls(**spec["init_args"])
     else:
         raise GenResearchError(f"{owner}: set model.init_args.first_stage_ckpt to a first-stage checkpoint (or fit the two-stage experiment, "
                                "which trains the first stage and sets it)")

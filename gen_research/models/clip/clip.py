@@ -272,6 +272,12 @@ class LocalCLIP(ModelFamily, L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- export --------------------------------------------------------------------------------------
+    def export_folder(self, folder: Path) -> str:
+        """``export`` (the contract's ExportsFolder): the transformers CLIPModel folder of :meth:`save_pretrained`."""
+        self.save_pretrained(folder)
+        return (f"CLIP folder in {folder}: CLIPModel.from_pretrained({str(folder)!r}) and AutoTokenizer load it; it is the clip "
+                "extractor's weights=, clip_score's --clip-model and text2image's text_encoder")
+
     def save_pretrained(self, folder: str | Path) -> Path:
         """A folder that transformers' ``CLIPModel.from_pretrained``, ``AutoTokenizer`` and ``CLIPImageProcessor`` load,
         and gen_research's ``clip`` extractor (weights=folder) and ``clip_score`` (--clip-model folder) use: the

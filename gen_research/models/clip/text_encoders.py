@@ -113,6 +113,7 @@ def text_tower(clip: Any, with_projection: bool) -> torch.nn.Module:
 
 def _from_clip_checkpoint(path: Path, with_projection: bool) -> TextEncoder:
     from gen_research.models.clip.clip import CHECKPOINT_KEY, LocalCLIP
+    from gen_research.models.common import own_hyperparameters
     from gen_research.training.run_folder import read_checkpoint
 
     checkpoint = read_checkpoint(path)
@@ -123,7 +124,8 @@ def _from_clip_checkpoint(path: Path, with_projection: bool) -> TextEncoder:
         raise GenResearchError(f"{path} is a checkpoint of {family}, not of the clip family; pass a clip checkpoint "
                                "(fit experiments/clip_captions_mnist5k.yaml) or a CLIP folder")
     del checkpoint
-    clip = LocalCLIP.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    with own_hyperparameters():  # inside text2image's __init__ under LightningCLI
+        clip = LocalCLIP.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     return frozen(text_tower(clip.clip, with_projection), clip.tokenizer, f"clip checkpoint {path}")
 
 
