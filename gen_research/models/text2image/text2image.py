@@ -84,12 +84,14 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
         ``lora``: ``{rank, alpha, target_modules, dropout}`` trains LoRA adapters of the UNet only (peft).
         ``max_train_timestep``: train on noise levels below it only (an SDXL refiner: 200)."""
         self._init_folder = None
+        schedule: dict[str, Any] = {}
         self._init_image_shape = tuple(image_shape)
         if init_from:
             from gen_research.models.text2image.sd_format import read_sd_folder
 
             self._init_folder = read_sd_folder(init_from)
-            ddpm_options.update(_schedule_options(self._init_folder.scheduler_config))
+            schedule = _schedule_options(self._init_folder.scheduler_config)
+            ddpm_options.update(schedule)
             text_encoder = text_encoder or init_from
             if self._init_folder.is_sdxl:
                 text_encoder_2 = text_encoder_2 or init_from
@@ -103,6 +105,9 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
             raise GenResearchError(f"text2image: model.init_args.concat_conditioning={concat_conditioning!r}; use null, depth or low_res")
         check_number("text2image", "max_noise_level", max_noise_level, low=1, hint="350 (SD x4 upscaler)")
         check_number("text2image", "attention_heads", attention_heads, low=1, hint="8 (SD 1.x)")
+        # build_unet reads these attributes, not self.hparams: under LightningCLI the hyperparameters hold the YAML's
+        # values (unet_config null), not the folder's config this call resolved.
+        self._unet_config = dict(unet_config) if unet_config else None
         if unet_config is not None:
             block_out_channels = list(unet_config["block_out_channels"])
         super().__init__(image_shape=image_shape, num_classes=num_classes, first_stage_ckpt=first_stage_ckpt, first_stage=first_stage,
@@ -116,6 +121,9 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
         if max_train_timestep is not None:
             check_number("text2image", "max_train_timestep", max_train_timestep, low=1, high=self.hparams.num_train_timesteps, hint="200 (SDXL's refiner)")
         hp = self.hparams
+        # Under LightningCLI the hyperparameters are the YAML's values, not this call's: write back what init_from
+        # replaced (a checkpoint rebuilt with the YAML's epsilon would sample a v-prediction model wrongly).
+        hp.update(schedule)
         hp.text_encoder_specs = [encoder.spec() for encoder in self._encoders]
         hp.text_hidden_layer = hidden_layer
         hp.unet_config = _plain(self.unet.config)
@@ -158,10 +166,10 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
 
     def build_unet(self, shape: tuple[int, int, int], down: tuple[str, ...], up: tuple[str, ...]) -> nn.Module:
         hp = self.hparams
-        if hp.get("unet_config"):
-            return UNet2DConditionModel.from_config(dict(hp.unet_config))
+        if self._unet_config:
+            return UNet2DConditionModel.from_config(self._unet_config)
         c, h, w = shape
-        extra = {"depth": 1, "low_res": int(hp.image_shape[0])}.get(hp.concat_conditioning, 0)
+        extra = {"depth": 1, "low_res": int(self._init_image_shape[0])}.get(hp.concat_conditioning, 0)
         levels = len(hp.block_out_channels)
         down = tuple("CrossAttnDownBlock2D" if i in hp.attention_levels else "DownBlock2D" for i in range(levels))
         up = tuple("CrossAttnUpBlock2D" if i in hp.attention_levels else "UpBlock2D" for i in reversed(range(levels)))
