@@ -73,6 +73,8 @@ def test_one_fit_trains_three_stages_into_a_self_contained_checkpoint(trained):
     hyper = saved["hyper_parameters"]
     assert hyper["text_encoder"] is None and hyper["first_stage_ckpt"] is None  # no file is needed to rebuild it
     assert hyper["text_encoder_specs"][0]["max_length"] == 32 and hyper["first_stage"]["class_path"].endswith("KLAutoencoder")
+    # the tokenizer travels in the checkpoint, not in the hyperparameters (a published one is 1.5 MB: W&B's config)
+    assert "tokenizer_files" not in hyper["text_encoder_specs"][0] and "vocab.json" in saved["text2image_tokenizers"][0]
     assert any(key.startswith("text_encoders.0.") for key in saved["state_dict"])
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
 
+from gen_research.models.clip.tokenizer import bytes_to_unicode  # GPT-2 / CLIP's byte -> printable character table
+
 TEXT_WIDTH = 32
 MAX_TOKENS = 16
 IMAGE_SIZE = 16
@@ -27,26 +29,13 @@ SD15_SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "sc
 WORDS = ["a", "red", "green", "blue", "one", "two", "seven", "small", "large", "thick", "digit", "on", "the", "wooden"]
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2 / CLIP's byte -> printable character table (openai/CLIP simple_tokenizer.py bytes_to_unicode)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in chars)))
-
-
 def write_tiny_clip_tokenizer(folder: Path, max_length: int = MAX_TOKENS):
     """A CLIPTokenizer folder in CLIP's format: the byte alphabet, its "</w>" (end of word) variants, merges spelling
     WORDS whole, then <|startoftext|> and <|endoftext|> last (as CLIP's 49408-token vocabulary ends)."""
     from transformers import CLIPTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    alphabet = list(_bytes_to_unicode().values())
+    alphabet = list(bytes_to_unicode().values())
     tokens = alphabet + [c + "</w>" for c in alphabet]
     merges: list[str] = []
     for word in WORDS:  # merge left to right: "r e", "re d</w>"

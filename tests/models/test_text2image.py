@@ -220,3 +220,29 @@ def test_sampling_is_deterministic_given_a_seed_and_other_sizes_work(sd_folder):
     assert torch.equal(a, b) and a.shape == (2, *SHAPE)
     wide = model.sample(1, prompt="a red one", steps=2, height=16, width=32, generator=torch.Generator().manual_seed(7))
     assert wide.shape == (1, 3, 16, 32) and math.isfinite(float(wide.abs().max()))
+
+
+def test_init_from_widens_the_input_for_depth_and_refuses_what_cannot_be_started_from(sd_folder, sdxl_folder):
+    from diffusers import UNet2DConditionModel
+
+    model = TextToImage(image_shape=SHAPE, init_from=str(sd_folder), concat_conditioning="depth")
+    theirs = UNet2DConditionModel.from_pretrained(sd_folder / "unet").conv_in.weight
+    widened = model.unet.conv_in.weight
+    assert widened.shape[1] == 5 and torch.equal(widened[:, :4], theirs) and not widened[:, 4:].any()  # starts as the folder's model
+    with pytest.raises(GenResearchError, match="no upscaler"):
+        TextToImage(image_shape=SHAPE, init_from=str(sd_folder), concat_conditioning="low_res")
+    with pytest.raises(GenResearchError, match="micro_conditioning: true"):
+        TextToImage(image_shape=SHAPE, init_from=str(sdxl_folder))
+
+
+def test_inpainting_and_img2img_with_a_prompt(sd_folder):
+    model = scratch(sd_folder)
+    images = batch(2)["image"]
+    mask = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    mask[..., :, : IMAGE_SIZE // 2] = 1  # keep the left half
+    out = model.sample(2, prompt="a red one", steps=3, init_images=images, known_mask=mask, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[..., : IMAGE_SIZE // 2], images[..., : IMAGE_SIZE // 2].clamp(-1, 1))  # the known pixels, exactly
+    near = model.sample(2, prompt="a red one", steps=5, init_images=images, strength=0.2, generator=torch.Generator().manual_seed(0))
+    far = model.sample(2, prompt="a red one", steps=5, init_images=images, strength=1.0, generator=torch.Generator().manual_seed(0))
+    reconstruction = model.first_stage.decode_latents(model.first_stage.encode_moments(images)[0])
+    assert (near - reconstruction).abs().mean() < (far - reconstruction).abs().mean()  # low strength stays near the input

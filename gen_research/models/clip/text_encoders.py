@@ -74,11 +74,19 @@ class TextEncoder:
         pooled = output.text_embeds if hasattr(output, "text_embeds") else output.pooler_output
         return hidden, pooled
 
-    def spec(self) -> dict[str, Any]:
-        """Plain (JSON-able) description: the class, its config, max_length and the tokenizer files' text."""
+    def spec(self, with_tokenizer: bool = True) -> dict[str, Any]:
+        """Plain (JSON-able) description: the class, its config, max_length and (``with_tokenizer``) the tokenizer files'
+        text. Without them (a published tokenizer is 1.5 MB of text: too much for hyperparameters and W&B's config) the
+        owner keeps :meth:`tokenizer_files` elsewhere, e.g. in its checkpoint, and sets the tokenizer back with
+        :func:`tokenizer_from_files`."""
         config = json.loads(json.dumps(self.model.config.to_dict(), default=str))
-        return {"class_name": type(self.model).__name__, "config": config, "max_length": self.max_length,
-                "tokenizer_files": clip_tokenizer_files(self.tokenizer), "source": self.source}
+        spec = {"class_name": type(self.model).__name__, "config": config, "max_length": self.max_length, "source": self.source}
+        if with_tokenizer:
+            spec["tokenizer_files"] = self.tokenizer_files()
+        return spec
+
+    def tokenizer_files(self) -> dict[str, str]:
+        return clip_tokenizer_files(self.tokenizer)
 
 
 def frozen(model: torch.nn.Module, tokenizer: Any, source: str) -> TextEncoder:
@@ -194,11 +202,21 @@ def text_encoder_from_spec(spec: dict[str, Any]) -> TextEncoder:
     if name not in TEXT_CLASSES:
         raise GenResearchError(f"the text encoder spec names {name!r}; only {', '.join(TEXT_CLASSES)} are rebuilt")
     model = getattr(transformers, name)(CLIPTextConfig.from_dict(dict(spec["config"])))
-    with tempfile.TemporaryDirectory(prefix="clip-tokenizer-") as folder:
-        tokenizer = load_clip_tokenizer(write_tokenizer_files(spec["tokenizer_files"], Path(folder)), hint="(a damaged text encoder spec)")
-    encoder = frozen(model, tokenizer, str(spec.get("source", "spec")))
+    if "tokenizer_files" not in spec:  # the owner sets it from its checkpoint (TextEncoder.spec(with_tokenizer=False))
+        model.eval().requires_grad_(False)
+        config = model.config
+        pooled = int(config.projection_dim) if hasattr(model, "text_projection") else int(config.hidden_size)
+        return TextEncoder(tokenizer=None, model=model, max_length=int(spec["max_length"]), hidden_size=int(config.hidden_size),
+                           pooled_size=pooled, source=str(spec.get("source", "spec")))
+    encoder = frozen(model, tokenizer_from_files(spec["tokenizer_files"]), str(spec.get("source", "spec")))
     encoder.max_length = int(spec["max_length"])
     return encoder
 
 
-__all__ = ["TEXT_CLASSES", "TextEncoder", "load_text_encoder", "text_encoder_from_spec", "text_tower"]
+def tokenizer_from_files(files: dict[str, str]) -> Any:
+    """A CLIP tokenizer rebuilt from its files' text (TextEncoder.tokenizer_files)."""
+    with tempfile.TemporaryDirectory(prefix="clip-tokenizer-") as folder:
+        return load_clip_tokenizer(write_tokenizer_files(files, Path(folder)), hint="(a damaged text encoder spec)")
+
+
+__all__ = ["TEXT_CLASSES", "TextEncoder", "load_text_encoder", "text_encoder_from_spec", "text_tower", "tokenizer_from_files"]

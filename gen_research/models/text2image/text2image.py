@@ -38,6 +38,7 @@ from gen_research.registry import MODELS
 from gen_research.sampling import diffusion as diffusion_sampling
 
 SD_VAE_CLASS = "diffusers.AutoencoderKL"  # the first-stage spec of a Stable Diffusion folder's VAE
+TOKENIZERS_KEY = "text2image_tokenizers"  # the checkpoint's copy of the tokenizer files (kept out of the hyperparameters)
 
 
 @MODELS.register("text2image", "text-to-image latent diffusion (SD-style: CLIP text encoder, cross-attention UNet, CFG on prompts; SD2 depth/upscaler, SDXL)")
@@ -95,7 +96,7 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
             text_encoder = text_encoder or init_from
             if self._init_folder.is_sdxl:
                 text_encoder_2 = text_encoder_2 or init_from
-            unet_config = unet_config or dict(self._init_folder.unet_config)
+            unet_config = unet_config or _init_unet_config(dict(self._init_folder.unet_config), concat_conditioning, image_shape)
         self._encoders = _load_encoders(text_encoder, text_encoder_2, text_encoder_specs, self._init_folder)
         hidden_layer = text_hidden_layer if text_hidden_layer is not None else (-2 if len(self._encoders) > 1 else -1)
         if hidden_layer not in (-1, -2):
@@ -110,6 +111,10 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
         self._unet_config = dict(unet_config) if unet_config else None
         if unet_config is not None:
             block_out_channels = list(unet_config["block_out_channels"])
+            sdxl_unet = unet_config.get("addition_embed_type") == "text_time"
+            if sdxl_unet != bool(micro_conditioning):
+                raise GenResearchError(f"text2image: the UNet {'is' if sdxl_unet else 'is not'} SDXL's (micro-conditioned on sizes and crops); "
+                                       f"set model.init_args.micro_conditioning: {str(sdxl_unet).lower()}")
         super().__init__(image_shape=image_shape, num_classes=num_classes, first_stage_ckpt=first_stage_ckpt, first_stage=first_stage,
                          latent_scale=latent_scale, block_out_channels=block_out_channels, layers_per_block=layers_per_block,
                          attention_levels=attention_levels, guidance_scale=guidance_scale, sampler=sampler, sampling_steps=sampling_steps,
@@ -124,7 +129,7 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
         # Under LightningCLI the hyperparameters are the YAML's values, not this call's: write back what init_from
         # replaced (a checkpoint rebuilt with the YAML's epsilon would sample a v-prediction model wrongly).
         hp.update(schedule)
-        hp.text_encoder_specs = [encoder.spec() for encoder in self._encoders]
+        hp.text_encoder_specs = [encoder.spec(with_tokenizer=False) for encoder in self._encoders]  # tokenizers: in checkpoints
         hp.text_hidden_layer = hidden_layer
         hp.unet_config = _plain(self.unet.config)
         hp.text_encoder = hp.text_encoder_2 = hp.init_from = None  # the specs and the state_dict replace the files
@@ -138,7 +143,7 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
         if concat_conditioning == "low_res":  # SD x4 upscaler's low_res_scheduler
             self.low_res_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02)
         if self._init_folder is not None:
-            self.unet.load_state_dict(self._init_folder.load_unet().state_dict())
+            self.unet.load_state_dict(_widened_input(self._init_folder.load_unet().state_dict(), self.unet))
             if latent_scale is None:  # the published VAE's scaling_factor (SD 1.x: 0.18215), not a re-measured one
                 self.latent_scale = float(self.first_stage.scaling_factor)
             rank_zero_info(f"text2image: UNet, VAE and text encoder(s) initialised from {init_from}")
@@ -189,6 +194,21 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
         for key in ("text_encoder", "text_encoder_2", "init_from"):
             kwargs.setdefault(key, None)
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[TOKENIZERS_KEY] = [encoder.tokenizer_files() for encoder in self._encoders]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        from gen_research.models.clip.text_encoders import tokenizer_from_files
+
+        saved = checkpoint.get(TOKENIZERS_KEY)
+        if saved is None and any(encoder.tokenizer is None for encoder in self._encoders):
+            raise GenResearchError(f"text2image: the checkpoint holds no tokenizer ({TOKENIZERS_KEY}); it was not written by text2image's fit")
+        for encoder, files in zip(self._encoders, saved or []):
+            if encoder.tokenizer is None:
+                encoder.tokenizer = tokenizer_from_files(files)
 
     def train(self, mode: bool = True) -> Any:
         result = super().train(mode)
@@ -297,6 +317,36 @@ def _load_encoders(source: str | None, source_2: str | None, specs: list[dict[st
         return [text_encoder_from_spec(spec) for spec in specs]
     raise GenResearchError("text2image: set model.init_args.text_encoder to a clip checkpoint, a CLIP folder or a Stable Diffusion folder "
                            "(or init_from a Stable Diffusion folder); a two-stage experiment's stages: can train the local CLIP first")
+
+
+def _init_unet_config(config: dict[str, Any], concat: str | None, image_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """A Stable Diffusion folder's UNet config, widened for concat conditioning: SD 1.x / 2.x txt2img UNets take the 4
+    latent channels only; a depth channel is added to the input convolution (its new weights start at zero, as
+    diffusers' InstructPix2Pix and depth fine-tuning scripts do, so training starts from the folder's model). An
+    upscaler needs the folder's noise-level embedding (stable-diffusion-x4-upscaler has one); a txt2img UNet has none."""
+    if concat is None:
+        return config
+    extra = {"depth": 1, "low_res": int(image_shape[0])}[concat]
+    latent = int(config["out_channels"])
+    if int(config["in_channels"]) == latent + extra:
+        return config  # a folder trained so (stable-diffusion-2-depth, stable-diffusion-x4-upscaler)
+    if concat == "low_res":
+        raise GenResearchError("init_from: the folder's UNet is no upscaler (it takes no low-resolution image and noise level); "
+                               "start an upscaler from stable-diffusion-x4-upscaler or train one from scratch (no init_from)")
+    if int(config["in_channels"]) != latent:
+        raise GenResearchError(f"init_from: the folder's UNet takes {config['in_channels']} input channels; depth conditioning needs {latent} or {latent + 1}")
+    return {**config, "in_channels": latent + extra}
+
+
+def _widened_input(state: dict[str, Any], unet: nn.Module) -> dict[str, Any]:
+    """The folder's weights for ``unet``; a conv_in widened for a depth channel keeps the folder's weights and zeros."""
+    weight = state["conv_in.weight"]
+    wanted = unet.conv_in.weight  # type: ignore[attr-defined]
+    if weight.shape != wanted.shape:
+        widened = torch.zeros_like(wanted)
+        widened[:, : weight.shape[1]] = weight
+        state = {**state, "conv_in.weight": widened}
+    return state
 
 
 def _schedule_options(config: dict[str, Any]) -> dict[str, Any]:
