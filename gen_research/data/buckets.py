@@ -29,7 +29,7 @@ def parse_buckets(buckets: Sequence[Sequence[int]] | None, data_name: str, multi
     """``[[h, w], ...]`` from YAML as a list of (h, w) tuples (None: one square size), one-line errors otherwise."""
     if buckets is None:
         return None
-    hint = f"set data.init_args.buckets to a list of [height, width] pairs such as [[32, 32], [24, 40]] or null"
+    hint = "set data.init_args.buckets to a list of [height, width] pairs such as [[32, 32], [24, 40]] or null"
     if isinstance(buckets, (str, bytes)) or not isinstance(buckets, Sequence) or len(buckets) == 0:
         raise GenResearchError(f"{data_name}: buckets={buckets!r} is not a non-empty list of sizes; {hint}")
     parsed: list[Bucket] = []

@@ -35,7 +35,6 @@ from gen_research.models.ldm.ldm import LatentDiffusion
 from gen_research.models.text2image import conditioning as C
 from gen_research.models.text2image.sampling import TextToImageSampling
 from gen_research.registry import MODELS
-from gen_research.sampling import diffusion as diffusion_sampling
 
 SD_VAE_CLASS = "diffusers.AutoencoderKL"  # the first-stage spec of a Stable Diffusion folder's VAE
 TOKENIZERS_KEY = "text2image_tokenizers"  # the checkpoint's copy of the tokenizer files (kept out of the hyperparameters)
