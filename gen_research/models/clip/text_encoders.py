@@ -89,13 +89,14 @@ class TextEncoder:
         return clip_tokenizer_files(self.tokenizer)
 
 
-def frozen(model: torch.nn.Module, tokenizer: Any, source: str) -> TextEncoder:
-    """A TextEncoder of a CLIP text model: eval mode, no gradients, sizes read from its config."""
+def frozen(model: torch.nn.Module, tokenizer: Any, source: str, max_length: int | None = None) -> TextEncoder:
+    """A TextEncoder of a CLIP text model: eval mode, no gradients, sizes read from its config (``max_length`` from the
+    tokenizer unless given: a spec without tokenizer files gets its tokenizer later)."""
     model.eval()
     model.requires_grad_(False)
     config = model.config
     limit = int(config.max_position_embeddings)
-    max_length = int(tokenizer.model_max_length)
+    max_length = int(tokenizer.model_max_length) if max_length is None else int(max_length)
     if max_length > limit:  # an unset model_max_length is 1e30: the positions bound it
         max_length = limit
     pooled = int(config.projection_dim) if hasattr(model, "text_projection") else int(config.hidden_size)
@@ -202,15 +203,9 @@ def text_encoder_from_spec(spec: dict[str, Any]) -> TextEncoder:
     if name not in TEXT_CLASSES:
         raise GenResearchError(f"the text encoder spec names {name!r}; only {', '.join(TEXT_CLASSES)} are rebuilt")
     model = getattr(transformers, name)(CLIPTextConfig.from_dict(dict(spec["config"])))
-    if "tokenizer_files" not in spec:  # the owner sets it from its checkpoint (TextEncoder.spec(with_tokenizer=False))
-        model.eval().requires_grad_(False)
-        config = model.config
-        pooled = int(config.projection_dim) if hasattr(model, "text_projection") else int(config.hidden_size)
-        return TextEncoder(tokenizer=None, model=model, max_length=int(spec["max_length"]), hidden_size=int(config.hidden_size),
-                           pooled_size=pooled, source=str(spec.get("source", "spec")))
-    encoder = frozen(model, tokenizer_from_files(spec["tokenizer_files"]), str(spec.get("source", "spec")))
-    encoder.max_length = int(spec["max_length"])
-    return encoder
+    # Without tokenizer files the owner sets the tokenizer from its checkpoint (TextEncoder.spec(with_tokenizer=False)).
+    tokenizer = tokenizer_from_files(spec["tokenizer_files"]) if "tokenizer_files" in spec else None
+    return frozen(model, tokenizer, str(spec.get("source", "spec")), max_length=int(spec["max_length"]))
 
 
 def tokenizer_from_files(files: dict[str, str]) -> Any:

@@ -186,10 +186,11 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
             loss = mse
         return {"loss": loss, "mse": mse}
 
-    def draw_timesteps(self, batch_size: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-        """Training timesteps, uniform over all noise levels (a subclass may train on a range: an SDXL-style refiner)."""
+    def draw_timesteps(self, batch_size: int, device: torch.device, generator: torch.Generator | None,
+                       high: int | None = None) -> torch.Tensor:
+        """Training timesteps, uniform over the noise levels below ``high`` (default all; an SDXL-style refiner: 200)."""
         gen = {"generator": generator} if generator is not None else {}
-        return torch.randint(0, self.hparams.num_train_timesteps, (batch_size,), device=device, **gen)
+        return torch.randint(0, high or self.hparams.num_train_timesteps, (batch_size,), device=device, **gen)
 
     def training_condition(self, labels: torch.Tensor | None, batch_size: int, device: torch.device,
                            generator: torch.Generator | None) -> Any:

@@ -97,9 +97,4 @@ def noised_low_resolution(low_res: Tensor, noise_level: Tensor, scheduler: Any, 
     return scheduler.add_noise(low_res, noise, noise_level.to(low_res.device))
 
 
-def repeat_condition(cond: Condition, count: int) -> Condition:
-    """A condition of batch 1 repeated ``count`` times (one negative prompt for a whole batch)."""
-    return {key: value.expand(count, *value.shape[1:]) if value is not None and len(value) == 1 else value for key, value in cond.items()}
-
-
-__all__ = ["Condition", "PromptEncoders", "depth_condition", "low_resolution", "noised_low_resolution", "repeat_condition", "time_ids"]
+__all__ = ["Condition", "PromptEncoders", "depth_condition", "low_resolution", "noised_low_resolution", "time_ids"]

@@ -9,6 +9,7 @@ latents divided by the latent scale and decoded), so an exported pipeline draws 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -64,10 +65,14 @@ class TextToImageSampling(ModelFamily):
             defaults["noise_level"] = DEFAULT_NOISE_LEVEL
         return defaults
 
+    @property
+    def latent_factor(self) -> int:
+        """Pixels per latent along a side: the first stage's down-sampling factor."""
+        return self.image_shape[1] // self.latent_shape[1]
+
     def size_multiple(self) -> int:
         """Image sides must be multiples of this: the first stage's factor times the UNet's down-sampling."""
-        factor = self.image_shape[1] // self.latent_shape[1]
-        return factor * 2 ** (len(self.unet.config.block_out_channels) - 1)  # type: ignore[attr-defined]
+        return self.latent_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)  # type: ignore[attr-defined]
 
     def check_sampling_options(self, options: dict[str, Any], context: SamplingContext | None = None) -> None:
         hp = self.hparams
@@ -125,8 +130,7 @@ class TextToImageSampling(ModelFamily):
         if options.get("low_res"):
             low = input_images(options["low_res"], n, context.datamodule, (self.image_shape[0], h, w), flag="--low-res").to(context.device)
             plan.per_image["low_res"] = low
-            factor = self.image_shape[1] // self.latent_shape[1]
-            plan.shown_inputs = C.low_resolution(low, (h // factor, w // factor))  # what the UNet sees
+            plan.shown_inputs = C.low_resolution(low, (h // self.latent_factor, w // self.latent_factor))  # what the UNet sees
         if options.get("refiner_ckpt"):
             plan.options["refiner"] = self.load_refiner(options["refiner_ckpt"])
         return plan
@@ -174,6 +178,9 @@ class TextToImageSampling(ModelFamily):
             raise GenResearchError("text2image is conditioned on prompts, not classes; pass prompts (sample --prompt / --prompts-file)")
         if math.isnan(self.latent_scale):  # type: ignore[attr-defined]
             raise GenResearchError("text2image: this model has not trained (its latent scale factor is unset); fit it first")
+        if prompts is None and not prompt:  # evaluate / sample grids ask without prompts: say what the images are
+            warnings.warn("text2image: no prompt given: sampling with the empty prompt, i.e. the unconditional model "
+                          "(pass --prompt or --prompts-file for prompted images)", stacklevel=2)
         prompts = list(prompts) if prompts is not None else [prompt or ""] * num_samples
         if len(prompts) != num_samples:
             raise GenResearchError(f"text2image: got {len(prompts)} prompts for {num_samples} images")
@@ -195,8 +202,7 @@ class TextToImageSampling(ModelFamily):
             start = DEFAULT_REFINER_START if refiner_start is None else float(refiner_start)
             switch = int(hp.num_train_timesteps) * (1.0 - start)  # SDXL: the base denoises t >= 1000 * (1 - denoising_end)
             denoise = lambda x, t: (base if float(t) >= switch else refine)(x, t)  # noqa: E731
-        factor = self.image_shape[1] // self.latent_shape[1]
-        shape = (num_samples, self.latent_shape[0], size[0] // factor, size[1] // factor)
+        shape = (num_samples, self.latent_shape[0], size[0] // self.latent_factor, size[1] // self.latent_factor)
         latent_init, latent_mask = self.latent_inputs(init_images, known_mask)  # type: ignore[attr-defined]
         z = diffusion_sampling.sample(denoise, scheduler, shape, steps, generator, self.device, eta=float(hp.eta if eta is None else eta),  # type: ignore[attr-defined]
                                       init_images=latent_init, strength=strength, known_mask=latent_mask, clip=False)

@@ -41,7 +41,7 @@ _CONFIG_FILES = {"unet": "config.json", "vae": "config.json", "scheduler": "sche
                  "text_encoder_2": "config.json", "tokenizer_2": "tokenizer_config.json"}
 
 
-def _plain_config(config: Any) -> dict[str, Any]:
+def plain_config(config: Any) -> dict[str, Any]:
     """A diffusers FrozenDict as a plain JSON-like dict (no private keys, tuples as lists): what hyperparameters
     and YAML can hold."""
     return {key: list(value) if isinstance(value, tuple) else value for key, value in dict(config).items()
@@ -61,7 +61,7 @@ class DiffusersVAEStage(nn.Module):
         super().__init__()
         from diffusers import AutoencoderKL
 
-        self.config = _plain_config(config)
+        self.config = plain_config(config)
         self.autoencoder = AutoencoderKL.from_config(self.config)
         channels, height, width = (int(v) for v in image_shape)
         factor = 2 ** (len(self.autoencoder.config.block_out_channels) - 1)
@@ -226,4 +226,4 @@ def stable_diffusion_pipeline(unet: Any, vae: Any, text_encoder: Any, tokenizer:
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
-__all__ = ["DiffusersVAEStage", "SDFolder", "read_sd_folder", "stable_diffusion_pipeline"]
+__all__ = ["DiffusersVAEStage", "SDFolder", "plain_config", "read_sd_folder", "stable_diffusion_pipeline"]

@@ -34,6 +34,7 @@ from gen_research.models.common import check_number
 from gen_research.models.ldm.ldm import LatentDiffusion
 from gen_research.models.text2image import conditioning as C
 from gen_research.models.text2image.sampling import TextToImageSampling
+from gen_research.models.text2image.sd_format import DiffusersVAEStage, plain_config, read_sd_folder
 from gen_research.registry import MODELS
 
 SD_VAE_CLASS = "diffusers.AutoencoderKL"  # the first-stage spec of a Stable Diffusion folder's VAE
@@ -87,8 +88,6 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
         schedule: dict[str, Any] = {}
         self._init_image_shape = tuple(image_shape)
         if init_from:
-            from gen_research.models.text2image.sd_format import read_sd_folder
-
             self._init_folder = read_sd_folder(init_from)
             schedule = _schedule_options(self._init_folder.scheduler_config)
             ddpm_options.update(schedule)
@@ -130,7 +129,7 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
         hp.update(schedule)
         hp.text_encoder_specs = [encoder.spec(with_tokenizer=False) for encoder in self._encoders]  # tokenizers: in checkpoints
         hp.text_hidden_layer = hidden_layer
-        hp.unet_config = _plain(self.unet.config)
+        hp.unet_config = plain_config(self.unet.config)
         hp.text_encoder = hp.text_encoder_2 = hp.init_from = None  # the specs and the state_dict replace the files
         hp.first_stage_ckpt = None
         self.text_encoders = nn.ModuleList([encoder.model for encoder in self._encoders])
@@ -155,8 +154,6 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
     # ---- building ---------------------------------------------------------------------------------
     def load_first_stage(self, first_stage_ckpt: str | None, first_stage: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
         """Our first stage (a checkpoint or a stored spec), or a Stable Diffusion folder's VAE (init_from)."""
-        from gen_research.models.text2image.sd_format import DiffusersVAEStage
-
         if self._init_folder is not None and not first_stage_ckpt:
             image_shape = tuple(self._init_image_shape)
             stage = self._init_folder.load_vae(image_shape)
@@ -241,8 +238,7 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
         hp = self.hparams
         cond = self._prompt_encoders.encode(prompts, self.device)
         n = len(prompts)
-        factor = self.image_shape[1] // self.latent_shape[1]
-        grid = (size[0] // factor, size[1] // factor)
+        grid = (size[0] // self.latent_factor, size[1] // self.latent_factor)
         if hp.micro_conditioning:
             original = original_size if original_size is not None else torch.tensor([size], device=self.device).expand(n, 2)
             crops = crop_coords if crop_coords is not None else torch.zeros((n, 2), dtype=torch.long, device=self.device)
@@ -274,10 +270,9 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
     def training_condition(self, labels: Any, batch_size: int, device: torch.device, generator: torch.Generator | None) -> Any:
         return labels  # the condition was built from the batch (captions dropped to "" by the data module)
 
-    def draw_timesteps(self, batch_size: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-        top = self.hparams.max_train_timestep or self.hparams.num_train_timesteps
-        gen = {"generator": generator} if generator is not None else {}
-        return torch.randint(0, top, (batch_size,), device=device, **gen)
+    def draw_timesteps(self, batch_size: int, device: torch.device, generator: torch.Generator | None,
+                       high: int | None = None) -> torch.Tensor:
+        return super().draw_timesteps(batch_size, device, generator, high or self.hparams.max_train_timestep)  # a refiner: t < 200
 
     # ---- steps ------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -364,11 +359,6 @@ def _lora_options(lora: dict[str, Any]) -> dict[str, Any]:
     if unknown := set(lora) - known:
         raise GenResearchError(f"text2image: model.init_args.lora has unknown keys {sorted(unknown)}; it takes {', '.join(sorted(known))}")
     return dict(lora)
-
-
-def _plain(config: Any) -> dict[str, Any]:
-    """A diffusers config as a plain, YAML-able dict (tuples as lists, private keys dropped)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dict(config).items() if not k.startswith("_")}
 
 
 __all__ = ["TextToImage"]
