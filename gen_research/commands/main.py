@@ -14,8 +14,8 @@ import sys
 from gen_research.errors import GenResearchError
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "sample", "translate", "export", "sweep", "submit", "list")
-USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sample,translate,export,sweep,submit,list} ...
+COMMANDS = LIGHTNING_SUBCOMMANDS + ("evaluate", "sample", "translate", "export", "sweep", "submit", "rate", "list")
+USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sample,translate,export,sweep,submit,rate,list} ...
 
   fit       train:      --config experiments/quickstart.yaml [--model.init_args.beta=4] [--ckpt_path last]
   validate  validate a checkpoint: --config EXP --ckpt_path CKPT
@@ -29,6 +29,8 @@ USAGE = """usage: python -m gen_research {fit,validate,test,predict,evaluate,sam
   sweep     a W&B sweep file, run locally: FILE [--count N --seed S --shard i/K] [--dry-run]
   submit    a fit as a SLURM job:      --config EXP [--nodes N --gpus-per-node G --time HH:MM:SS ...] [--dry-run]
             sweep agents as a SLURM array: --sweep FILE_OR_WANDB_ID --array K [--count-per-task N] [--dry-run]
+  rate      people rate images on a local web page (MOS, 2AFC): --real DIR --fake DIR [--fake DIR2] --out DIR
+            [--mode mos|2afc] [--pairs real|models] [--num-trials N]; --out DIR alone resumes, --summary reports
   list      registered names:      list [models|datamodules|samplers|features|metrics|callbacks|loggers|presets]
 
   python -m gen_research fit --help   shows every option of a subcommand."""
@@ -51,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             from gen_research.commands.sweep import sweep_command
 
             return sweep_command(argv[1:])
+        if command == "rate":
+            from gen_research.commands.rate import rate_command
+
+            return rate_command(argv[1:])
         if command in ("evaluate", "sample", "translate", "export"):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             if command == "evaluate":
