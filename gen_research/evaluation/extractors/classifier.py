@@ -6,13 +6,14 @@ import inspect
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from gen_research.errors import GenResearchError
-from gen_research.evaluation.extractors.common import FrozenExtractor, reject, sha256_state_dict
+from gen_research.evaluation.extractors.common import FrozenExtractor, choose_resize_mode, mode_suffix, sha256_state_dict
+from gen_research.evaluation.extractors.resize import DESCRIPTIONS, check_resize_mode, resize_images
 from gen_research.registry import FEATURES
 
+DEFAULT_RESIZE_MODE = "clean"
 HOW_TO_TRAIN = (
     "train one with `python -m gen_research fit --config experiments/classifier_mnist5k.yaml`, "
     "then pass weights=runs/classifier_mnist5k/<run>/checkpoints/best-*.ckpt"
@@ -54,13 +55,21 @@ class ClassifierFeatures(FrozenExtractor):
 
     ``weights`` is a Lightning checkpoint of the ``classifier`` model; ``name`` is its ``feature_name``
     hyperparameter (e.g. ``classifier-mnist5k``). Images must have the classifier's training shape, unless
-    ``resize`` names the classifier's side: then every image (real and generated alike) is resized to it first
-    (bilinear, antialiased), e.g. ``resize: 28`` to compare a 32x32 GAN on the 28x28 MNIST classifier. Its numbers are
+    ``resize`` names the classifier's side: then every image (real and generated alike) goes through
+    ``resize_images(..., resize_mode)`` (quantised to uint8 as an image file would be, resized where its size differs,
+    mapped back to [-1, 1]), e.g. ``resize: 28`` to compare a 32x32 GAN on the 28x28 MNIST classifier. Its numbers are
     then comparable with other resized runs only, which the cache key and the metric records say.
+
+    ``resize_mode`` (clean-fid's modes, ``extractors/resize.py``) defaults to ``clean`` (PIL bicubic, antialiased).
+    Resized evaluations measured before resize modes existed used torch's antialiased bilinear on the float images
+    (none of the three modes, no quantisation). A non-default mode is appended to the name
+    (``classifier-mnist5k-legacy_pytorch``); a mode without ``resize`` is an error (nothing is resized).
     """
 
-    def __init__(self, weights: str | None = None, resize: int | None = None, image_shape: tuple[int, int, int] | None = None) -> None:
+    def __init__(self, weights: str | None = None, resize: int | None = None, resize_mode: str | None = None,
+                 image_shape: tuple[int, int, int] | None = None) -> None:
         super().__init__()
+        check_resize_mode(resize_mode, "classifier")  # before the checkpoint is read
         if weights is None:
             raise GenResearchError(f"the classifier extractor needs weights=<classifier checkpoint .ckpt>; {HOW_TO_TRAIN}")
         path = Path(weights).expanduser()
@@ -68,7 +77,8 @@ class ClassifierFeatures(FrozenExtractor):
             raise GenResearchError(f"classifier checkpoint not found: {path}; {HOW_TO_TRAIN}")
         self.weights_path = path
         self.model, self.weights_sha256 = _load_classifier(path)
-        self.name = str(self.model.hparams.feature_name)
+        self.resize_mode = choose_resize_mode(str(self.model.hparams.feature_name), resize_mode, DEFAULT_RESIZE_MODE, resizes=resize is not None)
+        self.name = str(self.model.hparams.feature_name) + mode_suffix(self.resize_mode, DEFAULT_RESIZE_MODE)
         self.image_shape = tuple(self.model.image_shape)
         self.num_features = int(self.model.hparams.feature_dim)
         self.num_logits = int(self.model.num_classes)
@@ -95,8 +105,8 @@ class ClassifierFeatures(FrozenExtractor):
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         if images.dim() != 4:
             raise GenResearchError(f"{self.name}: expected images [N, C, H, W], got shape {tuple(images.shape)}")
-        if self.resize is not None and tuple(images.shape[2:]) != self.image_shape[1:]:
-            images = F.interpolate(images.float(), size=self.image_shape[1:], mode="bilinear", antialias=True, align_corners=False)
+        if self.resize_mode is not None:  # 0..255 -> [-1, 1], the classifier's input range
+            images = resize_images(images, self.image_shape[1:], self.resize_mode) / 127.5 - 1.0
         self._check_shape(tuple(images.shape[1:]))
         x = images.to(next(self.model.parameters()).dtype)
         features = self.model.features(x)
@@ -107,7 +117,8 @@ class ClassifierFeatures(FrozenExtractor):
         return {
             "extractor": self.name,
             "extractor_weights": f"sha256:{self.weights_sha256}",
-            "extractor_resize": "none" if self.resize is None else f"{self.resize} (bilinear, antialiased)",
+            "extractor_resize": "none" if self.resize_mode is None else f"{self.resize} ({DESCRIPTIONS[self.resize_mode]})",
+            "extractor_resize_mode": self.resize_mode or "none",
             "extractor_labels": self.label_field,
             "extractor_input": f"[-1,1] as is, shape {'x'.join(map(str, self.image_shape))}; penultimate (after SiLU) + logits",
         }

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import as_rgb, to_unit_range
-from gen_research.evaluation.extractors.common import FrozenExtractor, module_sha256, reject
+from gen_research.evaluation.extractors.common import FrozenExtractor, choose_resize_mode, mode_suffix, module_sha256, reject
+from gen_research.evaluation.extractors.resize import DESCRIPTIONS, check_resize_mode, resize_images
 from gen_research.registry import FEATURES
 
+DEFAULT_RESIZE_MODE = "clean"  # PIL bicubic, as CLIPImageProcessor resizes (it requantises to uint8 after; clean does not)
 # OpenAI CLIP's normalisation, used when the folder has no preprocessor_config.json.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -40,9 +41,9 @@ def _edge(value: Any, default: int) -> tuple[int, int] | int:
 
 
 class _Preprocess:
-    """The CLIP image processor's steps as torch ops: resize (shortest edge, bicubic), center crop, normalise."""
+    """The CLIP image processor's steps: resize (shortest edge or fixed size, with ``resize_images``), center crop, normalise."""
 
-    def __init__(self, folder: Path, image_size: int) -> None:
+    def __init__(self, folder: Path, image_size: int, resize_mode: str | None = None) -> None:
         config: dict[str, Any] = {}
         file = folder / "preprocessor_config.json"
         if file.is_file():
@@ -57,21 +58,24 @@ class _Preprocess:
         self.crop = _edge(config.get("crop_size"), image_size) if config.get("do_center_crop", True) else None
         if isinstance(self.crop, int):
             self.crop = (self.crop, self.crop)
+        self.resize_mode = choose_resize_mode("clip", resize_mode, DEFAULT_RESIZE_MODE, resizes=self.resize is not None,
+                                              why_not=f"do_resize is false in {file}: leave resize_mode out")
 
     def describe(self) -> str:
-        return f"resize={self.resize} bicubic antialias, crop={self.crop}, mean={self.mean}, std={self.std} ({self.source})"
+        how = DESCRIPTIONS[self.resize_mode] if self.resize_mode else "no resize"
+        return f"resize={self.resize} ({how}), crop={self.crop}, mean={self.mean}, std={self.std} ({self.source})"
 
     def __call__(self, images: Tensor) -> Tensor:
-        x = as_rgb(to_unit_range(images))
-        if self.resize is not None:
-            h, w = x.shape[-2:]
+        if self.resize_mode is not None:
+            h, w = images.shape[-2:]
             if isinstance(self.resize, int):  # shortest edge -> resize, aspect ratio kept
                 scale = self.resize / min(h, w)
                 size = (max(1, round(h * scale)), max(1, round(w * scale)))
             else:
                 size = self.resize
-            if tuple(size) != (h, w):
-                x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0.0, 1.0)
+            x = as_rgb(resize_images(images, size, self.resize_mode) / 255.0)
+        else:
+            x = as_rgb(to_unit_range(images))
         if self.crop is not None:
             ch, cw = self.crop
             h, w = x.shape[-2:]
@@ -89,17 +93,24 @@ class CLIPFeatures(FrozenExtractor):
     """Image embeddings [N, projection_dim] of a transformers ``CLIPModel`` saved in a local folder.
 
     Preprocessing follows the folder's ``preprocessor_config.json`` (else CLIP's mean/std and the model's image
-    size), done with torch ops: [-1, 1] -> [0, 1], grey -> RGB, bicubic resize of the shortest edge, center
-    crop, normalise. Features are the raw projection embeddings (``get_image_features``), NOT L2-normalised:
+    size): resize of the shortest edge (or to a fixed size) with ``resize_images(..., resize_mode)`` (uint8, then
+    clean-fid's resize, float 0..255, divided by 255), grey -> RGB, center crop, normalise. ``resize_mode`` defaults to
+    ``clean`` (PIL bicubic, antialiased; CLIPImageProcessor's own resize is PIL bicubic too, requantised to uint8, so
+    the two differ by under half a grey level). CLIP features measured before resize modes existed used torch's
+    antialiased bicubic on the float images (none of the three modes, no quantisation); their cache key had no
+    ``extractor_resize_mode`` and is not reused. Every image is quantised and resized, even one already at the size
+    (the resize is then the identity). With ``do_resize: false`` nothing is resized and ``resize_mode`` is an error. Features are the raw projection embeddings (``get_image_features``), NOT L2-normalised:
     FID/KID on CLIP features (e.g. "FID_CLIP") use them as they are; normalise downstream for cosine scores.
-    ``name`` is ``clip-<folder name>``. Nothing is downloaded (``local_files_only``, ``HF_HUB_OFFLINE=1``).
+    ``name`` is ``clip-<folder name>``, plus ``-<mode>`` for a non-default mode. Nothing is downloaded (``local_files_only``, ``HF_HUB_OFFLINE=1``).
     """
 
     num_logits = None
 
-    def __init__(self, weights: str | None = None, resize: int | None = None, image_shape: tuple[int, int, int] | None = None) -> None:
+    def __init__(self, weights: str | None = None, resize: int | None = None, resize_mode: str | None = None,
+                 image_shape: tuple[int, int, int] | None = None) -> None:
         super().__init__()
         reject("clip", "resize", resize, "CLIP resizes to its own image size (preprocessor_config.json); leave resize out")
+        check_resize_mode(resize_mode, "clip")  # before the model is loaded
         if weights is None:
             raise GenResearchError(f"the clip extractor needs weights=<folder with a saved CLIPModel>; {HOW_TO_GET}")
         folder = Path(weights).expanduser()
@@ -117,8 +128,9 @@ class CLIPFeatures(FrozenExtractor):
         # Only the image tower is used; the text tower is dropped to save memory.
         self.vision_model = model.vision_model
         self.visual_projection = model.visual_projection
-        self.preprocess = _Preprocess(folder, int(model.config.vision_config.image_size))
-        self.name = f"clip-{folder.resolve().name}"
+        self.preprocess = _Preprocess(folder, int(model.config.vision_config.image_size), resize_mode)
+        self.resize_mode = self.preprocess.resize_mode
+        self.name = f"clip-{folder.resolve().name}" + mode_suffix(self.resize_mode, DEFAULT_RESIZE_MODE)
         self.num_features = int(model.config.projection_dim)
         self.weights_sha256 = module_sha256(torch.nn.ModuleDict({"vision_model": self.vision_model, "visual_projection": self.visual_projection}))
         del model
@@ -137,7 +149,8 @@ class CLIPFeatures(FrozenExtractor):
         return {
             "extractor": self.name,
             "extractor_weights": f"sha256:{self.weights_sha256}",
-            "extractor_resize": "none",
+            "extractor_resize": "none" if self.resize_mode is None else str(self.preprocess.resize),
+            "extractor_resize_mode": self.resize_mode or "none",
             "extractor_input": f"[-1,1]->[0,1]; grey->RGB; {self.preprocess.describe()}; raw projection embeddings",
         }
 

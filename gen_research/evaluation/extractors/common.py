@@ -1,4 +1,4 @@
-"""Helpers shared by the extractors: freezing, hashing weights, one-line argument checks."""
+"""Helpers shared by the extractors: freezing, hashing weights, one-line argument checks, the resize-mode choice."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import nn
 
 from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import FeatureExtractor
+from gen_research.evaluation.extractors.resize import check_resize_mode
 
 
 class FrozenExtractor(FeatureExtractor):
@@ -29,6 +30,25 @@ def reject(extractor: str, argument: str, value: object, why: str) -> None:
     """Raise the one-line error for an argument this extractor does not take."""
     if value is not None:
         raise GenResearchError(f"the {extractor} extractor takes no {argument} (got {value!r}): {why}")
+
+
+def choose_resize_mode(extractor: str, mode: str | None, default: str, resizes: bool,
+                       why_not: str = "resize is not set: leave resize_mode out or set resize") -> str | None:
+    """The effective resize mode: ``mode`` (checked), else ``default``; None when this extractor does not resize.
+
+    A mode given to an extractor that does not resize is a one-line error (it would silently change nothing).
+    """
+    check_resize_mode(mode, extractor)
+    if not resizes:
+        if mode is not None:
+            raise GenResearchError(f"{extractor}: resize_mode={mode!r} but no resize happens ({why_not})")
+        return None
+    return default if mode is None else mode
+
+
+def mode_suffix(mode: str | None, default: str) -> str:
+    """``-<mode>`` for a non-default mode, else "": numbers of different modes never share a metric key."""
+    return "" if mode is None or mode == default else f"-{mode}"
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -56,4 +76,4 @@ def module_sha256(module: nn.Module) -> str:
     return sha256_state_dict(module.state_dict())
 
 
-__all__ = ["FrozenExtractor", "module_sha256", "reject", "sha256_file", "sha256_state_dict"]
+__all__ = ["FrozenExtractor", "choose_resize_mode", "mode_suffix", "module_sha256", "reject", "sha256_file", "sha256_state_dict"]

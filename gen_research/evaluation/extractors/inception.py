@@ -11,7 +11,8 @@ from torch import Tensor
 
 from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import as_rgb
-from gen_research.evaluation.extractors.common import FrozenExtractor, reject, sha256_file
+from gen_research.evaluation.extractors.common import FrozenExtractor, choose_resize_mode, mode_suffix, reject, sha256_file
+from gen_research.evaluation.extractors.resize import DESCRIPTIONS, resize_images
 from gen_research.registry import FEATURES
 from gen_research.files.safe_load import load_plain
 
@@ -20,6 +21,8 @@ WEIGHTS_SHA256_PREFIX = "6726825d"  # the hash prefix in the official file name
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
 TORCH_FIDELITY_NAME = "inception-v3-compat"
 FEATURES_LIST = ["2048", "logits_unbiased"]
+DEFAULT_RESIZE_MODE = "legacy_tensorflow"  # torch-fidelity's own resize: the published FID numbers
+INPUT_SIZE = 299
 
 
 def default_weights_dir() -> Path:
@@ -52,9 +55,20 @@ class InceptionFeatures(FrozenExtractor):
     """torch-fidelity's ``FeatureExtractorInceptionV3`` ("inception-v3-compat"): the network and resizing behind
     the published FID / KID / IS numbers.
 
-    Images in [-1, 1] become uint8 0..255 (rounded), grey is repeated to RGB, and torch-fidelity resizes to
-    299 x 299 with TensorFlow 1.x-compatible bilinear interpolation. Outputs: ``features`` [N, 2048] (pool3)
-    and ``logits`` [N, 1008] (``logits_unbiased``, what the Inception Score uses).
+    Images in [-1, 1] become uint8 0..255 (rounded), grey is repeated to RGB, and they are resized to 299 x 299 as
+    ``resize_mode`` says (clean-fid's modes, ``extractors/resize.py``):
+
+    - ``legacy_tensorflow`` (default; the published numbers): torch-fidelity's network resizes the uint8 batch itself
+      with TensorFlow 1.x-compatible bilinear interpolation (unchanged from before resize modes existed).
+    - ``clean`` / ``legacy_pytorch``: ``resize_images`` resizes to 299 first (PIL bicubic antialiased / torch bilinear,
+      float, not requantised) and the float 0..255 result goes through the same network minus its resize step
+      (torch-fidelity's forward accepts uint8 only; its TF1 resize is the identity at 299, so nothing else differs).
+      This is clean-fid's resize with torch-fidelity's network: clean-fid's ``legacy_pytorch`` also swaps the network
+      for pytorch-fid's, which this extractor never does.
+
+    ``name`` is ``inception`` in the default mode, else ``inception-<mode>`` (``inception-clean``), so numbers of
+    different modes never share a metric key; ``cache_key()`` records the mode. Outputs: ``features`` [N, 2048]
+    (pool3) and ``logits`` [N, 1008] (``logits_unbiased``, what the Inception Score uses).
 
     Weights are read only from ``weights`` (a file, or a folder holding the official file) or
     ``$TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth``; their sha256 must start with
@@ -69,11 +83,15 @@ class InceptionFeatures(FrozenExtractor):
         self,
         weights: str | None = None,
         resize: int | None = None,
+        resize_mode: str | None = None,
         image_shape: tuple[int, int, int] | None = None,
         verify_hash: bool = True,
     ) -> None:
         super().__init__()
-        reject("inception", "resize", resize, "InceptionV3 always resizes to 299x299 itself (as FID requires); leave resize out")
+        reject("inception", "resize", resize, "InceptionV3 always resizes to 299x299 itself (as FID requires); leave resize out "
+               "(resize_mode chooses how)")
+        self.resize_mode = choose_resize_mode("inception", resize_mode, DEFAULT_RESIZE_MODE, resizes=True)
+        self.name = "inception" + mode_suffix(self.resize_mode, DEFAULT_RESIZE_MODE)
         if image_shape is not None and int(image_shape[0]) not in (1, 3):
             raise GenResearchError(f"inception reads grey or RGB images, got {image_shape[0]} channels")
         path = find_weights(weights)
@@ -111,16 +129,36 @@ class InceptionFeatures(FrozenExtractor):
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         if images.dim() != 4 or images.shape[1] not in (1, 3):
             raise GenResearchError(f"inception: expected grey or RGB images [N, 1|3, H, W], got shape {tuple(images.shape)}")
-        features, logits = self.net(self.to_uint8(images))
+        if self.resize_mode == DEFAULT_RESIZE_MODE:
+            features, logits = self.net(self.to_uint8(images))
+        else:
+            resized = as_rgb(resize_images(images, (INPUT_SIZE, INPUT_SIZE), self.resize_mode))
+            features, logits = self._forward_resized(resized)
         return {"features": features.float(), "logits": logits.float()}
+
+    def _forward_resized(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """torch-fidelity's ``FeatureExtractorInceptionV3.forward`` from its normalisation on, for float 0..255 RGB
+        input already at 299 x 299 (its forward refuses anything but uint8; the TF1 resize it would apply first is
+        the identity at 299). Returns (pool3 [N, 2048], logits_unbiased [N, 1008])."""
+        net = self.net
+        x = x.to(net.feature_extractor_internal_dtype)
+        x = (x - 128) / 128
+        for layer in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+                      "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+                      "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool"):
+            x = getattr(net, layer)(x)
+        pool = torch.flatten(x, 1)
+        return pool.to(torch.float32), pool.mm(net.fc.weight.T).to(torch.float32)
 
     def cache_key(self) -> dict[str, str]:
         return {
             "extractor": self.name,
             "extractor_weights": f"sha256:{self.weights_sha256}",
-            "extractor_resize": "299 (torch-fidelity TF1-compatible bilinear)",
+            "extractor_resize": "299 (torch-fidelity TF1-compatible bilinear)" if self.resize_mode == DEFAULT_RESIZE_MODE
+            else f"299 ({DESCRIPTIONS[self.resize_mode]})",
+            "extractor_resize_mode": str(self.resize_mode),
             "extractor_input": f"[-1,1]->uint8 round; grey->RGB; {TORCH_FIDELITY_NAME} {'+'.join(FEATURES_LIST)}",
         }
 
 
-__all__ = ["InceptionFeatures", "WEIGHTS_FILE", "WEIGHTS_URL", "default_weights_dir", "find_weights"]
+__all__ = ["DEFAULT_RESIZE_MODE", "InceptionFeatures", "WEIGHTS_FILE", "WEIGHTS_URL", "default_weights_dir", "find_weights"]

@@ -47,14 +47,27 @@ def test_cache_key_hashes_the_weights(classifier_ckpt, tmp_path):
 
 def test_resize_to_the_classifiers_side_reads_larger_images_as_resized_ones(classifier_ckpt, digits8):
     x, y = digits8
+    import numpy as np
+    from cleanfid.resize import make_resizer
+
     extractor = ClassifierFeatures(weights=str(classifier_ckpt), resize=8, image_shape=(1, 16, 16))
+    assert extractor.resize_mode == "clean" and extractor.name == "classifier-digits8"  # the default mode keeps the name
     larger = torch.nn.functional.interpolate(x[1500:], size=(16, 16), mode="bilinear", align_corners=False)
-    back = torch.nn.functional.interpolate(larger, size=(8, 8), mode="bilinear", antialias=True, align_corners=False)
-    assert torch.equal(extractor(larger)["logits"], extractor(back)["logits"])
+    # Reference: the images as uint8 files, resized by clean-fid's "clean" resizer (RGB in, first channel kept).
+    resizer = make_resizer("PIL", False, "bicubic", (8, 8))
+    as_uint8 = ((larger + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    back = torch.stack([torch.from_numpy(resizer(np.repeat(im.permute(1, 2, 0).numpy(), 3, 2))[..., :1]).permute(2, 0, 1)
+                        for im in as_uint8]) / 127.5 - 1
+    plain = ClassifierFeatures(weights=str(classifier_ckpt))  # no resize: reads [-1, 1] floats as they are
+    assert torch.equal(extractor(larger)["logits"], plain(back)["logits"])
     accuracy = (extractor(larger)["logits"].argmax(1) == y[1500:]).float().mean().item()
     assert accuracy > 0.8, accuracy  # the digits survive the round trip: still read as themselves
-    assert extractor.cache_key()["extractor_resize"] == "8 (bilinear, antialiased)"
-    assert ClassifierFeatures(weights=str(classifier_ckpt)).cache_key()["extractor_resize"] == "none"
+    key = extractor.cache_key()
+    assert key["extractor_resize"].startswith("8 (clean-fid 'clean'") and key["extractor_resize_mode"] == "clean"
+    assert plain.cache_key()["extractor_resize"] == "none" and plain.cache_key()["extractor_resize_mode"] == "none"
+    legacy = ClassifierFeatures(weights=str(classifier_ckpt), resize=8, resize_mode="legacy_pytorch")
+    assert legacy.name == "classifier-digits8-legacy_pytorch" and legacy.cache_key()["extractor_resize_mode"] == "legacy_pytorch"
+    assert not torch.equal(legacy(larger)["logits"], extractor(larger)["logits"])  # bilinear without antialiasing differs
 
 
 def test_errors(classifier_ckpt, tmp_path):

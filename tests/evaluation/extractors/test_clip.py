@@ -46,7 +46,9 @@ def test_embeddings_equal_get_image_features(clip_folders):
     extractor = CLIPFeatures(weights=str(bare))
     assert extractor.name == "clip-tiny-clip" and extractor.num_features == 16 and extractor.outputs == ("features",)
     torch.manual_seed(1)
-    x = torch.rand(3, 3, 32, 32) * 2 - 1  # already at the model's size: preprocessing is only the normalisation
+    # uint8-valued and already at the model's size: the quantisation and the (identity) resize change nothing,
+    # preprocessing is only the normalisation.
+    x = torch.randint(0, 256, (3, 3, 32, 32)).float() / 127.5 - 1
     features = extractor(x)["features"]
     with torch.no_grad():
         reference = model.get_image_features(pixel_values=normalise((x + 1) / 2, CLIP_MEAN, CLIP_STD))
@@ -69,7 +71,9 @@ def test_preprocessing_matches_the_hf_image_processor(clip_folders):
     expected = processor(images=images, return_tensors="pt")["pixel_values"]
     ours = extractor.preprocess(x)
     assert ours.shape == expected.shape == (2, 3, 32, 32)
-    assert (ours - expected).abs().mean() < 0.02  # bicubic implementations differ slightly (PIL vs torch)
+    # Both resize with bicubic PIL-style filters; transformers' (torchvision on uint8) clips and rounds between its two
+    # passes, clean-fid's float "F" mode does not: random noise is the worst case for that (up to ~10 grey levels).
+    assert (ours - expected).abs().mean() < 0.02
     with torch.no_grad():
         reference = model.get_image_features(pixel_values=expected)
     reference = getattr(reference, "pooler_output", reference)
@@ -82,8 +86,9 @@ def test_processor_config_is_used_and_keyed(clip_folders, tmp_path):
     model.save_pretrained(custom)
     (custom / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "size": 32, "crop_size": 32}))
     extractor = CLIPFeatures(weights=str(custom))
-    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    x = torch.randint(0, 256, (2, 3, 32, 32)).float() / 127.5 - 1
     assert torch.allclose(extractor.preprocess(x), x, atol=1e-6)  # mean=std=0.5 maps [0, 1] back to [-1, 1]
+    assert torch.allclose(extractor.preprocess(x + 0.003), x, atol=1e-6)  # every input is quantised to uint8 first
     key, bare_key = extractor.cache_key(), CLIPFeatures(weights=str(bare)).cache_key()
     assert key["extractor_weights"] == bare_key["extractor_weights"] and key["extractor_weights"].startswith("sha256:")  # same weights
     assert key["extractor_input"] != bare_key["extractor_input"] and key["extractor"] == "clip-custom"
@@ -101,3 +106,25 @@ def test_errors_and_frozen(clip_folders, tmp_path):
     assert not any(p.requires_grad for p in extractor.parameters())
     extractor.train()
     assert not extractor.vision_model.training
+
+
+def test_resize_modes_name_key_and_errors(clip_folders, tmp_path):
+    from gen_research.evaluation.extractors.resize import resize_images
+
+    model, bare, _ = clip_folders
+    default, legacy = CLIPFeatures(weights=str(bare)), CLIPFeatures(weights=str(bare), resize_mode="legacy_pytorch")
+    assert default.resize_mode == "clean" and CLIPFeatures(weights=str(bare), resize_mode="clean").name == default.name == "clip-tiny-clip"
+    assert legacy.name == "clip-tiny-clip-legacy_pytorch" and legacy.cache_key()["extractor_resize_mode"] == "legacy_pytorch"
+    assert default.cache_key()["extractor_resize_mode"] == "clean" and default.cache_key() != legacy.cache_key()
+    x = torch.randint(0, 256, (2, 1, 40, 48)).float() / 127.5 - 1  # grey, shortest edge 40 -> 32: 32x38, crop 32x32
+    expected = resize_images(x, (32, 38), "legacy_pytorch").expand(-1, 3, -1, -1)[..., 3:35] / 255
+    assert torch.allclose(legacy.preprocess(x), normalise(expected, CLIP_MEAN, CLIP_STD), atol=1e-6)
+    no_resize = tmp_path / "no-resize"
+    model.save_pretrained(no_resize)
+    (no_resize / "preprocessor_config.json").write_text(json.dumps({"do_resize": False, "crop_size": 32}))
+    assert CLIPFeatures(weights=str(no_resize)).resize_mode is None
+    assert CLIPFeatures(weights=str(no_resize)).cache_key()["extractor_resize_mode"] == "none"
+    with pytest.raises(GenResearchError, match="no resize happens.*do_resize is false"):
+        CLIPFeatures(weights=str(no_resize), resize_mode="clean")
+    with pytest.raises(GenResearchError, match="clip: unknown resize_mode 'PIL'.*clean, legacy_tensorflow, legacy_pytorch"):
+        CLIPFeatures(weights=str(bare), resize_mode="PIL")
