@@ -12,7 +12,14 @@ and generated (``real=False``). With L(x) = distance from x to its nearest train
   pairs (generated, held-out) of the cell with L(generated) > L(held-out) (m, n: their counts in the cell);
   C_T = sum_pi P_n(pi) Z_U(pi) / sum_pi P_n(pi) over cells with at least tau = 20 generated samples (the
   paper's tau = 20/m; fewer make Z_U unreliable), P_n(pi) the held-out fraction in the cell. C_T ~ 0 for a
-  model that generalises; C_T << 0 (e.g. < -3) means data copying. nan when no cell qualifies.
+  model that generalises; C_T << 0 (e.g. < -3) means data copying. nan when no cell qualifies;
+* ``authenticity`` of Alaa et al. 2022, "How Faithful is your Synthetic Data?": with t* the training feature nearest
+  to a generated x, x is unauthentic (a copy) when L(x) = ||x - t*|| <= ||t* - its nearest other training feature||
+  and authentic when it is farther; ``authenticity`` = fraction authentic (1 for fresh points far from the data, 0
+  for copies). As the authors' ``compute_alpha_precision`` (a tie, e.g. a copy of a duplicated training image,
+  counts as a copy); synthcity's ``AlphaPrecision`` indexes the nearest-neighbour distances by the wrong set (the
+  fake nearest to each real) and is not followed. Fresh iid draws score well below 1 (exactly 1/3 for uniform
+  points on a circle).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from torchmetrics import Metric
 
 from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor
-from gen_research.evaluation.specs._common import Spec, nearest_distances, state_cat
+from gen_research.evaluation.specs._common import Spec, distance_blocks, nearest_distances, state_cat
 from gen_research.registry import METRICS
 
 COPY_PERCENTILE = 0.05
@@ -60,8 +67,28 @@ def data_copying_statistic(train: np.ndarray, heldout: np.ndarray, heldout_dist:
     return weighted / weights if weights > 0 else float("nan")
 
 
+def nearest_rows(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """(float64 distance, index) of each row of x's nearest row of y, in memory-bounded blocks."""
+    distances = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
+    indices = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    for start, d in distance_blocks(x, y):
+        distances[start : start + d.shape[0]], indices[start : start + d.shape[0]] = d.min(dim=1)
+    return distances, indices
+
+
+def authenticity(train: Tensor, generated: Tensor) -> Tensor:
+    """Fraction of generated rows farther from their nearest training row than that row is from its own nearest
+    other training row (Alaa et al. 2022, see the module doc); float64 scalar."""
+    generated_d, nearest = nearest_rows(generated, train)
+    used, position = torch.unique(nearest, return_inverse=True)  # only the training rows someone is nearest to
+    own = torch.empty(used.shape[0], dtype=torch.float64, device=train.device)
+    for start, d in distance_blocks(train[used], train):
+        own[start : start + d.shape[0]] = d.topk(2, dim=1, largest=False).values[:, 1]  # [:, 0] is the row itself
+    return (generated_d > own[position]).double().mean()
+
+
 class Memorization(Metric):
-    """Training, held-out and generated features (gathered across processes); compute -> three memorization numbers."""
+    """Training, held-out and generated features (gathered across processes); compute -> four memorization numbers."""
 
     full_state_update = False
 
@@ -93,11 +120,13 @@ class Memorization(Metric):
             "nn_distance": fake_d.mean() / real_d.mean(),
             "copy_fraction": (fake_d < threshold).double().mean(),
             "data_copying_zu": torch.tensor(zu, dtype=torch.float64),
+            "authenticity": authenticity(train, fake),
         }
 
 
 class MemorizationSpec(Spec):
-    """Generated vs held-out distances to the training set: nn_distance, copy_fraction, data_copying_zu (C_T)."""
+    """Generated vs held-out distances to the training set: nn_distance, copy_fraction, data_copying_zu (C_T),
+    authenticity (Alaa et al. 2022). Registered as ``memorization`` (all four) and ``authenticity``."""
 
     name = "memorization"
     needs_train: ClassVar[bool] = True
@@ -113,4 +142,7 @@ class MemorizationSpec(Spec):
 
 
 METRICS.add("memorization", MemorizationSpec,
-            "training-set copying: nn_distance ratio, copy_fraction, data_copying_zu (Meehan et al. C_T)")
+            "training-set copying: nn_distance ratio, copy_fraction, data_copying_zu (Meehan et al. C_T), authenticity")
+METRICS.add("authenticity", MemorizationSpec,
+            "authenticity (Alaa et al. 2022): fraction of fakes farther from their nearest training image than it is "
+            "from its own nearest neighbour (0 = copies)")
