@@ -205,8 +205,8 @@ class AlphaBeta(Spec):
         return {"alpha_precision": float(values["alpha_precision"]), "beta_recall": float(values["beta_recall"])}
 
 
-METRICS.add("alpha_precision", AlphaBeta,
-            "integrated alpha-precision (Alaa et al. 2022): fakes in the reals' alpha-quantile balls vs alpha (fidelity, 1 best)")
-METRICS.add("beta_recall", AlphaBeta,
-            "integrated beta-recall (Alaa et al. 2022): reals covered by the fakes' beta-support vs beta (diversity, 1 best)")
+METRICS.add("alpha_precision", AlphaBeta, "integrated alpha-precision (Alaa et al. 2022): fakes in the reals' "
+            "alpha-quantile balls vs alpha (fidelity, 1 best)")
+METRICS.add("beta_recall", AlphaBeta, "integrated beta-recall (Alaa et al. 2022): reals covered by the fakes' "
+            "beta-support vs beta (diversity, 1 best)")
 METRICS.add("alpha_beta", AlphaBeta, "alpha_precision and beta_recall together, with their curves (one pass)")
