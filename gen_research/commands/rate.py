@@ -74,7 +74,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def new_plan(args: argparse.Namespace) -> dict[str, Any]:
-    from gen_research.evaluation.sources import folder_images
+    from gen_research.files.image_files import folder_images
     from gen_research.rating.trials import build_plan
 
     resolved = [os.path.realpath(folder) for folder in args.fake]

@@ -12,23 +12,10 @@ from gen_research.data.base import ImageDataModule, Splits
 from gen_research.data.datasets import FileImageDataset, load_image
 from gen_research.data.transforms import output_shape
 from gen_research.errors import GenResearchError
+from gen_research.files.image_files import IMAGE_EXTENSIONS, _visible, find_images  # noqa: F401  (re-exported)
 from gen_research.registry import DATA
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 _ROOT_HINT = "set data.init_args.root to a folder of images (class subfolders become labels)"
-
-
-def _visible(name: str) -> bool:
-    return not name.startswith(".")  # skip .ipynb_checkpoints, .DS_Store and the like
-
-
-def find_images(folder: str) -> list[str]:
-    """Image files under ``folder`` (recursively), sorted so the file order never depends on the OS."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if _visible(d)]
-        found += [os.path.join(dirpath, f) for f in filenames if _visible(f) and f.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(found)
 
 
 def check_image_files(paths: list[str], resize: int | None, center_crop: int | None, data_name: str, root: str) -> None:

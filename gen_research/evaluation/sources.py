@@ -18,20 +18,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from gen_research.data.batch import collate_fields
 from gen_research.data.datasets import FileImageDataset
-from gen_research.data.folder import find_images
+from gen_research.files.image_files import folder_images  # noqa: F401  (re-exported: sources.folder_images)
 from gen_research.errors import GenResearchError
 from gen_research.files.digest import hash_tensor
 
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
-
-
-def folder_images(folder: str, what: str) -> list[str]:
-    if not Path(folder).is_dir():
-        raise GenResearchError(f"{what} folder not found: {folder}; pass an existing folder of images")
-    paths = find_images(folder)
-    if not paths:
-        raise GenResearchError(f"{what} folder {folder} holds no images (png, jpg, jpeg, bmp, webp, gif)")
-    return paths
 
 
 def is_grey(path: str) -> bool:
