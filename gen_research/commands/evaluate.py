@@ -6,8 +6,11 @@
                                                               sampler sweep of a diffusion checkpoint
     evaluate --config EXP --ckpt_path CKPT --truncation-psis 0.5,0.7,1.0
                                                               truncation grid of a GAN checkpoint
+    evaluate --compare A.json B.json [--force]                two results side by side, refused (one line naming the
+                                                              field) when their provenance differs, unless --force
 
-Every number is keyed ``<metric>/<extractor>``; ``--json PATH`` writes them as one flat JSON object. The
+Every number is keyed ``<metric>/<extractor>``; ``--json PATH`` writes them as one flat JSON object, with one more
+key, ``provenance``: what they were measured with (gen_research.evaluation.provenance). The
 sampler sweep (any of --samplers/--steps/--guidance-scales; the others take the model's defaults) writes
 sweep.csv, sweep.json, fid_vs_nfe.png, guidance.png and sample grids into --out (gen_research.evaluation.sampler_grid).
 The truncation grid writes psi.csv, psi.json, metrics_vs_psi.png and a sample grid per psi the same way.
@@ -45,10 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--train", help="folder of training images (memorization metrics in folder mode)")
     source.add_argument("--image-size", type=int, help="resize and center-crop folder images to this size")
     source.add_argument("--captions", help="clip_score: JSON file mapping each --fake image's file name to its caption")
+    source.add_argument("--compare", nargs="+", metavar="RESULT_JSON",
+                        help="print evaluate --json results side by side (no evaluation); refused when their provenance differs")
+    source.add_argument("--force", action="store_true", help="--compare: show results whose provenance differs anyway (with warnings)")
     features = parser.add_argument_group("features and metrics")
     features.add_argument("--features", default="pixels", help="feature extractor: pixels, classifier, inception, clip (python -m gen_research list features)")
     features.add_argument("--feature-weights", help="classifier checkpoint, Inception weights file or CLIP model folder")
     features.add_argument("--resize", type=int, help="pixels extractor: resize images to N x N before flattening; classifier: N = its side, to read other sizes (e.g. 32x32 GANs on the 28x28 MNIST classifier)")
+    features.add_argument("--resize-mode", choices=("clean", "legacy_tensorflow", "legacy_pytorch"),
+                          help="how the extractor resizes (clean-fid's modes; default: the extractor's own, e.g. inception: legacy_tensorflow); "
+                               "a non-default mode is part of the extractor name (fid/inception-clean)")
     features.add_argument("--clip-model", help="clip_score: local CLIP folder (model and tokenizer)")
     features.add_argument("--metrics", default="fid,kid,precision,recall,density,coverage", help="comma-separated (python -m gen_research list metrics)")
     features.add_argument("--num-images", type=int, help="images per set (default: every reference image; as many samples)")
@@ -57,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--kid-subsets", type=int, default=defaults.kid_subsets)
     features.add_argument("--nearest-k", type=int, default=defaults.nearest_k, help="k of precision/recall/density/coverage")
     features.add_argument("--is-splits", type=int, default=defaults.is_splits)
+    features.add_argument("--alpha-steps", type=int, default=defaults.alpha_steps, help="alpha_precision/beta_recall: grid size of alpha and beta")
+    features.add_argument("--alpha-embedding", default=defaults.alpha_embedding, choices=("features", "oneclass"),
+                          help="alpha_precision/beta_recall: the extractor's features or a one-class (Deep SVDD) embedding of them")
+    features.add_argument("--vendi-q", type=float, default=defaults.vendi_q, help="vendi: order q of the entropy (1: Shannon)")
+    features.add_argument("--critic-epochs", type=int, default=defaults.critic_epochs, help="nnd: epochs of the real-vs-generated critic")
+    features.add_argument("--fid-infinity-points", type=int, default=defaults.fid_infinity_points, help="fid_infinity: number of N values")
+    features.add_argument("--plots", help="folder (new or empty) for the curves of the metrics that have them (fid_infinity: FID vs 1/N; "
+                                          "alpha_precision: the alpha/beta curves)")
     features.add_argument("--seed", type=int, default=0, help="seeds sampling and the metrics' subset draws")
     sweep = parser.add_argument_group("sampler sweep (diffusion checkpoints; any of the first three turns it on) and truncation grid (GANs)")
     sweep.add_argument("--samplers", help="comma-separated diffusion samplers, e.g. ddim,dpm-solver++ (default: the model's)")
@@ -84,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_numbers(args: argparse.Namespace) -> None:
     """Counts and sizes that cannot work, refused before anything is loaded (0 never means "all")."""
-    for option in ("batch_size", "num_images", "kid_subset_size", "kid_subsets", "nearest_k", "is_splits", "image_size", "resize"):
+    for option in ("batch_size", "num_images", "kid_subset_size", "kid_subsets", "nearest_k", "is_splits", "image_size", "resize",
+                   "alpha_steps", "critic_epochs", "fid_infinity_points"):
         value = getattr(args, option)
         if value is not None and value < 1:
             flag = "--" + option.replace("_", "-")
@@ -101,6 +119,16 @@ def evaluate_command(argv: list[str]) -> int:
 
     register_experiment_families(argv)  # a family registered by the experiment's imports: brings its options
     args = build_parser().parse_args(argv)
+    if args.compare:
+        others = [flag for flag, value in (("--config", args.config), ("--ckpt_path", args.ckpt_path), ("--real", args.real),
+                                           ("--fake", args.fake), ("--json", args.json)) if value]
+        if others:
+            raise GenResearchError(f"--compare only reads result files; leave out {', '.join(others)}")
+        from gen_research.evaluation.provenance import compare_results
+
+        return compare_results(args.compare, force=args.force)
+    if args.force:
+        raise GenResearchError("--force applies to --compare only")
     check_numbers(args)
     from gen_research.commands.sampling_options import check_given_values
 
@@ -123,6 +151,8 @@ def evaluate_command(argv: list[str]) -> int:
         raise GenResearchError("evaluate needs either --config EXP --ckpt_path CKPT, or --real DIR --fake DIR")
     if args.json and Path(args.json).exists():
         raise GenResearchError(f"{args.json} already exists; pass another --json path (results are never overwritten)")
+    if args.plots and Path(args.plots).exists() and any(Path(args.plots).iterdir()):
+        raise GenResearchError(f"--plots {args.plots} holds files; pass a new or empty folder (plots are never overwritten)")
 
     import torch
     from tqdm import tqdm
@@ -133,12 +163,12 @@ def evaluate_command(argv: list[str]) -> int:
 
     load_builtins()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    options = EvalOptions(kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, nearest_k=args.nearest_k,
-                          is_splits=args.is_splits, seed=args.seed, clip_model=args.clip_model)
+    options = eval_options(args)
 
     def make_evaluator(image_shape: tuple[int, int, int], num_classes: int | None = None) -> Evaluator:
         options.num_classes = num_classes
-        extractor = FEATURES.get(args.features)(weights=args.feature_weights, resize=args.resize, image_shape=image_shape)
+        extractor = FEATURES.get(args.features)(weights=args.feature_weights, resize=args.resize, resize_mode=args.resize_mode,
+                                                image_shape=image_shape)
         return Evaluator(extractor, args.metrics, options, device=device)
 
     from gen_research.registry import METRICS
@@ -173,25 +203,45 @@ def evaluate_command(argv: list[str]) -> int:
         evaluator, context = _evaluate_checkpoint(args, make_evaluator, cache, bar, device)
     results = evaluator.compute()
     settings = context.pop("sampling", {})
+    provenance = context.pop("provenance")
     print_results(results, context)
     results.update({f"sampling/{name}": value for name, value in settings.items()})  # e.g. the truncation psi used
+    if args.plots:
+        from gen_research.evaluation.plots import plot_curves
+
+        written = plot_curves(evaluator.curves, args.plots)
+        print(f"Plots: {', '.join(map(str, written))}" if written else "Plots: none of the requested metrics has a curve")
     if args.json:
-        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")  # all or nothing, temp file beside it
+        payload = {**results, "provenance": provenance}
+        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")  # all or nothing, temp file beside it
         print(f"Results: {args.json}")
     return 0
 
 
+def eval_options(args: argparse.Namespace) -> Any:
+    """The metric options of the command line (one place: the plain evaluation and the grids)."""
+    from gen_research.evaluation.base import EvalOptions
+
+    return EvalOptions(kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, nearest_k=args.nearest_k,
+                       is_splits=args.is_splits, seed=args.seed, clip_model=args.clip_model, alpha_steps=args.alpha_steps,
+                       alpha_embedding=args.alpha_embedding, vendi_q=args.vendi_q, critic_epochs=args.critic_epochs,
+                       fid_infinity_points=args.fid_infinity_points)
+
+
 def _feed_reference(evaluator: Any, batches: Any, key_parts: dict[str, Any], cache: Any, bar: Any, role: str,
-                    dataset: Any, num_images: int | None = None) -> int:
-    """Reference outputs (cached under a key that fingerprints every image of ``dataset`` fed) into the metrics."""
+                    dataset: Any, num_images: int | None = None) -> dict[str, Any]:
+    """Reference outputs (cached under a key that fingerprints every image of ``dataset`` fed) into the metrics;
+    returns the set's provenance entry (dataset, split, images, fingerprint)."""
     from gen_research.evaluation.evaluator import batched, reference_outputs
     from gen_research.evaluation.sources import dataset_fingerprint
 
-    fingerprint = dataset_fingerprint(dataset, num_images) if cache is not None else None
+    fingerprint = dataset_fingerprint(dataset, num_images)  # for the cache key and the provenance alike
     outputs = reference_outputs(evaluator, batches, key_parts, cache, progress=bar(f"features of {role} images"), fingerprint=fingerprint)
     for chunk in batched(outputs, 1000):
         evaluator.add_outputs(chunk, role)
-    return len(next(iter(outputs.values())))
+    count = len(next(iter(outputs.values())))
+    return {"dataset": key_parts["dataset"], "split": key_parts["split"], "num_images": count,
+            "preprocessing": key_parts["preprocessing"], "fingerprint": fingerprint}
 
 
 def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any, bar: Any) -> tuple[Any, dict[str, str]]:
@@ -222,17 +272,18 @@ def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any,
     check_set_sizes(args.metric_names, args.options, num_real, num_fake, f"--real {args.real}", f"--fake {args.fake}")
     evaluator = make_evaluator(tuple(real_set[0][0].shape), len(class_names) if class_names else None)
     preprocessing = f"image_size={args.image_size},grey={grey}"
+    references: dict[str, Any] = {}
     if evaluator.needs_reals:
         key = {"dataset": f"folder:{Path(args.real).resolve()}", "split": "all", "num_images": num_real, "preprocessing": preprocessing}
-        _feed_reference(evaluator, lambda: sources.image_batches(real_set, args.batch_size, num_real, args.with_labels), key, cache, bar, "real",
-                        real_set, num_real)
+        references["real"] = _feed_reference(evaluator, lambda: sources.image_batches(real_set, args.batch_size, num_real, args.with_labels),
+                                             key, cache, bar, "real", real_set, num_real)
     if evaluator.needs_train:
         if not args.train:
             raise GenResearchError("memorization metrics need the training images: pass --train DIR")
         train_paths = sources.folder_images(args.train, "--train")
         train_set = sources.folder_dataset(train_paths, args.image_size, grey)
         key = {"dataset": f"folder:{Path(args.train).resolve()}", "split": "all", "num_images": len(train_set), "preprocessing": preprocessing}
-        _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train", train_set)
+        references["train"] = _feed_reference(evaluator, lambda: sources.image_batches(train_set, args.batch_size), key, cache, bar, "train", train_set)
     if evaluator.needs_raw_reals:
         for images, labels in sources.image_batches(real_set, args.batch_size, num_real, with_labels=True):
             evaluator.add_raw_images(images, "real", labels if args.with_labels else None)
@@ -251,7 +302,21 @@ def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any,
             raise GenResearchError("ssim/psnr compare images pairwise: --real and --fake must hold files with the same names")
         for generated, original in zip(sources.image_batches(fake_set, args.batch_size, num_fake), sources.image_batches(real_set, args.batch_size, num_real)):
             evaluator.add_pairs(generated, original)
-    return evaluator, {"real": args.real, "fake": args.fake, "images": f"{num_real} real, {num_fake} fake"}
+    provenance = result_provenance(args, evaluator, references, num_real if evaluator.needs_reals else None,
+                                   num_fake if evaluator.needs_fakes or evaluator.needs_pairs else None, {},
+                                   {"fake": str(Path(args.fake).resolve()), "real": str(Path(args.real).resolve())})
+    return evaluator, {"real": args.real, "fake": args.fake, "images": f"{num_real} real, {num_fake} fake", "provenance": provenance}
+
+
+def result_provenance(args: argparse.Namespace, evaluator: Any, references: dict[str, Any], num_reference: int | None,
+                      num_generated: int | None, sampling: dict[str, Any], subject: dict[str, Any]) -> dict[str, Any]:
+    """The provenance of this evaluation (gen_research.evaluation.provenance) from what was fed."""
+    from gen_research.evaluation.provenance import build_provenance
+
+    train = references.get("train")
+    return build_provenance(evaluator.extractor, options=evaluator.options, metrics=evaluator.requested, num_generated=num_generated,
+                            num_reference=num_reference, reference=references.get("real") or {}, sampling=sampling,
+                            num_train=train["num_images"] if train else None, train_reference=train, subject=subject)
 
 
 def _captions(args: argparse.Namespace, fake_paths: list[str]) -> list[str]:
@@ -296,13 +361,14 @@ def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: A
     feeder.check(evaluator)  # before any feature is computed
     check_set_sizes(args.metric_names, args.options, num_real, feeder.num_generated, f"the {args.split} split", "the generated set")
     data_key = json.dumps(data_config, sort_keys=True)
+    references: dict[str, Any] = {}
     if evaluator.needs_reals:
         key = {"dataset": data_key, "split": args.split, "num_images": num_real, "preprocessing": "datamodule"}
-        _feed_reference(evaluator, feeder.reference_batches, key, cache, bar, "real", split_set, num_real)
+        references["real"] = _feed_reference(evaluator, feeder.reference_batches, key, cache, bar, "real", split_set, num_real)
     if evaluator.needs_train:
         train_set = datamodule.train_set
         key = {"dataset": data_key, "split": "train", "num_images": len(train_set), "preprocessing": "datamodule"}
-        _feed_reference(evaluator, lambda: image_batches(train_set, args.batch_size), key, cache, bar, "train", train_set)
+        references["train"] = _feed_reference(evaluator, lambda: image_batches(train_set, args.batch_size), key, cache, bar, "train", train_set)
     feeder.feed(evaluator, progress=bar("features of generated images"))
     what = feeder.describe(args.split) if evaluator.needs_fakes else "pairs only"
     defaults = model.sampling_defaults() if isinstance(model, ModelFamily) else {}
@@ -310,8 +376,11 @@ def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: A
     if used:
         what += " with " + ", ".join(f"{name}={value}" + ("" if name in plan.options else " (default)") for name, value in used.items())
     numbers = {name: float(value) for name, value in used.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    provenance = result_provenance(args, evaluator, references, num_real if evaluator.needs_reals else None,
+                                   feeder.num_generated if evaluator.needs_fakes or evaluator.needs_pairs else None,
+                                   {"mode": feeder.mode, **used}, {"checkpoint": str(Path(args.ckpt_path).resolve()), "config": args.config})
     return evaluator, {"checkpoint": args.ckpt_path, "reference": f"{args.split} split, {num_real} images", "generated": what,
-                       "sampling": numbers}
+                       "sampling": numbers, "provenance": provenance}
 
 
 def print_results(results: dict[str, float], context: dict[str, str]) -> None:

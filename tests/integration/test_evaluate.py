@@ -36,7 +36,9 @@ def evaluate(tmp_path, *args):
     code = run_in_process("evaluate", *args, "--json", str(out), "--kid-subset-size", "100", "--kid-subsets", "20",
                           "--cache-dir", str(tmp_path / "cache"))
     assert code == 0
-    return json.loads(out.read_text())
+    results = json.loads(out.read_text())
+    results.pop("provenance")  # what the numbers were measured with: tests/integration/test_evaluate_provenance.py
+    return results
 
 
 def test_folders_give_the_documented_keys_and_sane_numbers(digit_folders, workdir):

@@ -108,8 +108,9 @@ def run_psi_grid(args: argparse.Namespace, psis: tuple[float, ...], fixed: dict[
                      "grid": f"{len(psis)} truncation psi value(s): {', '.join(f'{psi:g}' for psi in psis)}", "features": bench.extractor.name}
     if fixed:
         context_lines["options"] = ", ".join(f"{key}={value}" for key, value in points[0].items() if key != PSI_OPTION)
+    sampling = {"grid": {PSI_OPTION: list(psis)}, **{key: value for key, value in points[0].items() if key != PSI_OPTION}}
     report.write_outputs(out, rows, context_lines, grids, experiment=Path(args.config).stem, layout=report.PSI_LAYOUT,
-                         plot_files=(("metrics_vs_psi.png", report.plot_metrics_vs_psi),))
+                         plot_files=(("metrics_vs_psi.png", report.plot_metrics_vs_psi),), provenance=bench.provenance(args, sampling))
     return 0
 
 

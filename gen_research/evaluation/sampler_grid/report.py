@@ -85,15 +85,17 @@ def _json_value(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def write_table(out: Path, rows: list[dict[str, Any]], context: dict[str, str], layout: TableLayout = SWEEP_LAYOUT) -> tuple[Path, Path]:
-    """``<stem>.csv`` (one row per grid point) and ``<stem>.json`` (context, column docs, the same rows; nan -> null)."""
+def write_table(out: Path, rows: list[dict[str, Any]], context: dict[str, str], layout: TableLayout = SWEEP_LAYOUT,
+                provenance: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """``<stem>.csv`` (one row per grid point) and ``<stem>.json`` (context, provenance (gen_research.evaluation.provenance),
+    column docs, the same rows; nan -> null)."""
     columns = [*layout.settings, *metric_columns(rows, layout.settings)]
     csv_path, json_path = out / f"{layout.stem}.csv", out / f"{layout.stem}.json"
     with atomic_open(csv_path, "w", newline="", encoding="utf-8") as handle:  # all or nothing (gen_research.files.atomic)
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    payload = {"context": context, "columns": layout.docs,
+    payload = {"context": context, "provenance": provenance or {}, "columns": layout.docs,
                "rows": [{key: _json_value(row.get(key)) for key in columns} for row in rows]}
     atomic_write_text(json_path, json.dumps(payload, indent=2) + "\n")
     return csv_path, json_path
@@ -243,10 +245,11 @@ def print_table(rows: list[dict[str, Any]], context: dict[str, str], settings: S
 
 
 def write_outputs(out: Path, rows: list[dict[str, Any]], context: dict[str, str], grids: dict[str, np.ndarray], experiment: str,
-                  layout: TableLayout = SWEEP_LAYOUT, plot_files: Sequence[tuple[str, Plot]] | None = None) -> None:
+                  layout: TableLayout = SWEEP_LAYOUT, plot_files: Sequence[tuple[str, Plot]] | None = None,
+                  provenance: dict[str, Any] | None = None) -> None:
     """Table files, plots (skipped with a printed note when their metrics are missing), W&B; prints table and paths.
     ``plot_files``: (file name, plot function) pairs; the sampler sweep's two plots by default."""
-    csv_path, json_path = write_table(out, rows, context, layout)
+    csv_path, json_path = write_table(out, rows, context, layout, provenance)
     plots, notes = [], []
     if plot_files is None:
         plot_files = (("fid_vs_nfe.png", plot_fid_vs_nfe), ("guidance.png", plot_guidance))
@@ -256,7 +259,7 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], context: dict[str, str]
             plots.append(out / name)
         else:
             notes.append(note)
-    mode = log_to_wandb(out, experiment, rows, context, plots, grids, layout)
+    mode = log_to_wandb(out, experiment, rows, {**context, "provenance": provenance or {}}, plots, grids, layout)
     print_table(rows, context, layout.settings)
     for note in notes:
         print(f"note: {note}")

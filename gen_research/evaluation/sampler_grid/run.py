@@ -105,6 +105,18 @@ class GridBench:
     num_fake: int
     data_key: str
     references: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference_info: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> dataset, split, images, fingerprint
+
+    def provenance(self, args: argparse.Namespace, sampling: dict[str, Any]) -> dict[str, Any]:
+        """What every point of this grid was measured with (gen_research.evaluation.provenance); ``sampling``: the
+        grid's axes and the settings fixed at every point."""
+        from gen_research.evaluation.provenance import build_provenance
+
+        probe, train = self.make_evaluator(), self.reference_info.get("train")
+        return build_provenance(self.extractor, options=probe.options, metrics=probe.requested, num_generated=self.num_fake,
+                                num_reference=self.num_real if probe.needs_reals else None, reference=self.reference_info.get("real") or {},
+                                sampling=sampling, num_train=train["num_images"] if train else None, train_reference=train,
+                                subject={"checkpoint": str(Path(args.ckpt_path).resolve()), "config": args.config})
 
     def fresh_evaluator(self) -> Any:
         """A new evaluator holding the reference outputs only: no metric state from an earlier point."""
@@ -129,7 +141,8 @@ def prepare_bench(args: argparse.Namespace, names: list[str], options: Any, devi
     model = model.to(device).eval()
     datamodule.setup("validate")
     options.num_classes = datamodule.num_classes
-    extractor = FEATURES.get(args.features)(weights=args.feature_weights, resize=args.resize, image_shape=tuple(datamodule.image_shape))
+    extractor = FEATURES.get(args.features)(weights=args.feature_weights, resize=args.resize, resize_mode=args.resize_mode,
+                                            image_shape=tuple(datamodule.image_shape))
     make_evaluator = lambda: Evaluator(extractor, names, options, device=device)  # noqa: E731  fresh metric states
     probe = make_evaluator()
     unsupported = [need for need, needed in (("pairs (ssim, psnr, lpips)", probe.needs_pairs or probe.needs_cycle_pairs), ("a generator (ppl)", probe.needs_generator),
@@ -153,15 +166,17 @@ def compute_references(bench: GridBench, args: argparse.Namespace, cache: Any, b
     probe = bench.make_evaluator()
     if probe.needs_reals:
         key = {"dataset": bench.data_key, "split": args.split, "num_images": bench.num_real, "preprocessing": "datamodule"}
-        fingerprint = dataset_fingerprint(bench.split_set, bench.num_real) if cache is not None else None
+        fingerprint = dataset_fingerprint(bench.split_set, bench.num_real)  # the cache key and the provenance alike
         bench.references["real"] = reference_outputs(probe, bench.feeder.reference_batches, key, cache,
                                                      progress=bar("features of real images"), fingerprint=fingerprint)
+        bench.reference_info["real"] = {**key, "fingerprint": fingerprint}
     if probe.needs_train:
         train_set = bench.datamodule.train_set
         key = {"dataset": bench.data_key, "split": "train", "num_images": len(train_set), "preprocessing": "datamodule"}
-        fingerprint = dataset_fingerprint(train_set) if cache is not None else None
+        fingerprint = dataset_fingerprint(train_set)
         bench.references["train"] = reference_outputs(probe, lambda: image_batches(train_set, args.batch_size), key, cache,
                                                       progress=bar("features of training images"), fingerprint=fingerprint)
+        bench.reference_info["train"] = {**key, "fingerprint": fingerprint}
 
 
 @dataclass
@@ -262,7 +277,9 @@ def run_sampler_sweep(args: argparse.Namespace, axes: SweepAxes, names: list[str
     context = {"checkpoint": args.ckpt_path, "reference": f"{args.split} split, {bench.num_real} images",
                "generated": f"{bench.num_fake} samples per grid point, seed {args.seed}" + (" (classes in turn)" if num_classes else ""),
                "grid": report.grid_summary(grid), "features": bench.extractor.name}
-    report.write_outputs(out, rows, context, grids, experiment=Path(args.config).stem)
+    sampling = {"grid": {"sampler": sorted({p.sampler for p in grid}), "steps": sorted({p.steps for p in grid}),
+                         "guidance_scale": sorted({p.guidance_scale for p in grid}), "eta": sorted({p.eta for p in grid}, key=str)}}
+    report.write_outputs(out, rows, context, grids, experiment=Path(args.config).stem, provenance=bench.provenance(args, sampling))
     return 0
 
 

@@ -27,9 +27,10 @@ class Spec(FeatureMetric):
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run a block with the CPU RNG seeded, leaving the global RNG state exactly as it was."""
+    """Run a block with the CPU RNG seeded, leaving the global RNG state exactly as it was (the CPU generator only:
+    ``torch.manual_seed`` would also reseed every CUDA generator, which ``fork_rng(devices=[])`` does not restore)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         yield
 
 

@@ -41,6 +41,7 @@ class EvaluationCallback(Callback):
         features: str = "pixels",
         feature_weights: str | None = None,
         feature_resize: int | None = None,
+        feature_resize_mode: str | None = None,
         num_samples: int = 1000,
         num_reference: int | None = None,
         split: Literal["train", "val", "test"] = "val",
@@ -54,13 +55,18 @@ class EvaluationCallback(Callback):
         use_cache: bool = True,
         cache_dir: str | None = None,
         sample_options: dict[str, Any] | None = None,
+        metric_options: dict[str, Any] | None = None,
     ) -> None:
         """``sample_options``: the family's declared sampling options the samples are drawn with (e.g.
-        ``{truncation_psi: 0.7}``), checked against the model's declaration before training."""
+        ``{truncation_psi: 0.7}``), checked against the model's declaration before training. ``metric_options``:
+        any other field of :class:`~gen_research.evaluation.base.EvalOptions` (``{alpha_steps: 20, critic_epochs: 50}``).
+        ``feature_resize_mode``: clean-fid's resize mode of the extractor (clean, legacy_tensorflow, legacy_pytorch;
+        default: the extractor's own)."""
         self.metrics = metrics
         self.features = features
         self.feature_weights = resolve_asset(feature_weights)  # package://NAME: a file shipped in gen_research/assets
         self.feature_resize = feature_resize
+        self.feature_resize_mode = feature_resize_mode
         self.num_samples = num_samples
         self.num_reference = num_reference
         self.split = split
@@ -68,7 +74,7 @@ class EvaluationCallback(Callback):
         self.every_n_steps = every_n_steps
         self.batch_size = batch_size
         self.seed = seed
-        self.options = EvalOptions(kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, nearest_k=nearest_k, seed=seed)
+        self.options = _eval_options(metric_options, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, nearest_k=nearest_k, seed=seed)
         self.use_cache = use_cache
         self.cache_dir = cache_dir
         self.sample_options = dict(sample_options or {})
@@ -76,6 +82,8 @@ class EvaluationCallback(Callback):
         self._reals: dict[str, dict[str, torch.Tensor]] | None = None  # role (real, train) -> reference outputs
         self._last_step = -1
         self.history: list[dict[str, float]] = []
+        self._fingerprints: dict[str, str | None] = {}
+        self.provenance: dict[str, Any] | None = None  # what the logged numbers were measured with (logged once as hyperparameters)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Every problem of this evaluation, reported before the first training step (not after an epoch):
@@ -119,7 +127,8 @@ class EvaluationCallback(Callback):
         if self._extractor is None:
             reference_set = getattr(datamodule, f"{self.split}_set", None)  # its images may differ from training's (B -> A)
             shape = reference_image_shape(reference_set) if reference_set is not None and len(reference_set) else tuple(datamodule.image_shape)
-            self._extractor = FEATURES.get(self.features)(weights=self.feature_weights, resize=self.feature_resize, image_shape=shape)
+            self._extractor = FEATURES.get(self.features)(weights=self.feature_weights, resize=self.feature_resize,
+                                                          resize_mode=self.feature_resize_mode, image_shape=shape)
 
     def produces(self, key: str) -> bool:
         """Whether ``key`` (e.g. ``fid/classifier-mnist5k``) is one of the numbers this callback logs when it is due:
@@ -148,6 +157,10 @@ class EvaluationCallback(Callback):
             results = self.evaluate(trainer, pl_module)
         self._last_step = trainer.global_step
         self.history.append({"step": trainer.global_step, **results})
+        if self.provenance is None:
+            self.provenance = self._provenance(trainer, pl_module)
+            for logger in trainer.loggers:  # W&B: the run's config; CSV: hparams.yaml (rank zero only, Lightning's loggers)
+                logger.log_hyperparams({"evaluation_provenance": self.provenance})
         for key, value in results.items():
             # Every process computed the same gathered value: no further reduction.
             pl_module.log(key, value, on_step=False, on_epoch=True, sync_dist=False)
@@ -169,6 +182,28 @@ class EvaluationCallback(Callback):
         feeder.feed(evaluator, rank, world)
         return evaluator.compute()
 
+    def _provenance(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """What this callback's numbers are measured with (gen_research.evaluation.provenance): the same record as
+        ``evaluate --json`` writes, so a run's logged FID can be checked against a later evaluation."""
+        from gen_research.evaluation.provenance import build_provenance
+        from gen_research.models.contract import ModelFamily
+
+        datamodule = trainer.datamodule
+        evaluator = Evaluator(self._extractor, self.metrics, self.options, device="cpu")
+        feeder = self._feeder(pl_module, getattr(datamodule, f"{self.split}_set"), evaluator.needs_labels)
+        reference = {"dataset": _data_key(datamodule), "split": self.split, "num_images": feeder.num_reference, "preprocessing": "datamodule",
+                     "fingerprint": self._fingerprints.get("real") or dataset_fingerprint(feeder.reference_set, feeder.num_reference)}
+        defaults = pl_module.sampling_defaults() if isinstance(pl_module, ModelFamily) else {}
+        sampling = {"mode": feeder.mode, **{k: v for k, v in defaults.items() if v is not None}, **self.sample_options}
+        train = None
+        if evaluator.needs_train:
+            train = {"dataset": _data_key(datamodule), "split": "train", "num_images": len(datamodule.train_set),
+                     "fingerprint": self._fingerprints.get("train") or dataset_fingerprint(datamodule.train_set)}
+        return build_provenance(self._extractor, options=self.options, metrics=evaluator.requested, num_generated=feeder.num_generated,
+                                num_reference=feeder.num_reference if evaluator.needs_reals else None, reference=reference,
+                                sampling=sampling, num_train=train["num_images"] if train else None, train_reference=train,
+                                subject={"run": str(trainer.default_root_dir), "first_evaluated_step": trainer.global_step})
+
     def _reference_outputs(self, evaluator: Evaluator, datamodule: Any, feeder: Feeder) -> dict[str, dict[str, torch.Tensor]]:
         """Extractor outputs of the reference split (and the training set for memorization metrics), cached on disk."""
         cache = None
@@ -181,13 +216,32 @@ class EvaluationCallback(Callback):
             key = {"dataset": _data_key(datamodule), "split": self.split, "num_images": feeder.num_reference, "preprocessing": "datamodule"}
             # Every reference image is fingerprinted (not the first batch): an edited image means new statistics.
             fingerprint = dataset_fingerprint(feeder.reference_set, feeder.num_reference) if cache is not None else None
+            self._fingerprints["real"] = fingerprint
             references["real"] = reference_outputs(evaluator, feeder.reference_batches, key, cache, fingerprint=fingerprint)
         if evaluator.needs_train:
             train_set = datamodule.train_set
             key = {"dataset": _data_key(datamodule), "split": "train", "num_images": len(train_set), "preprocessing": "datamodule"}
             fingerprint = dataset_fingerprint(train_set, len(train_set)) if cache is not None else None
+            self._fingerprints["train"] = fingerprint
             references["train"] = reference_outputs(evaluator, lambda: image_batches(train_set, self.batch_size), key, cache, fingerprint=fingerprint)
         return references
+
+
+def _eval_options(metric_options: dict[str, Any] | None, **given: Any) -> EvalOptions:
+    """EvalOptions from the callback's own arguments and ``metric_options`` (any other EvalOptions field, checked)."""
+    import dataclasses
+
+    from gen_research.errors import GenResearchError
+
+    extra = dict(metric_options or {})
+    fields = {f.name for f in dataclasses.fields(EvalOptions)}
+    unknown = sorted(set(extra) - fields)
+    if unknown:
+        raise GenResearchError(f"evaluation callback: metric_options {unknown} unknown; choose from {', '.join(sorted(fields - set(given)))}")
+    clash = sorted(set(extra) & set(given))
+    if clash:
+        raise GenResearchError(f"evaluation callback: give {', '.join(clash)} as the callback's own argument(s), not in metric_options")
+    return EvalOptions(**given, **extra)
 
 
 def _cuda_devices(module: pl.LightningModule) -> list[int]:

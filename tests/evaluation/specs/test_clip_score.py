@@ -44,7 +44,8 @@ def no_env(monkeypatch):
 
 def images(n, seed):
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, 32, 32, generator=generator) * 2 - 1  # at the model's size: only normalisation
+    # uint8-valued, as images read from files are: the clip extractor quantises before its (here: no-op) resize
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=generator).float() / 127.5 - 1
 
 
 def run(folder, batches, real_batches=()):
