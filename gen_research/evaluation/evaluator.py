@@ -45,6 +45,10 @@ class Evaluator:
             if not any(type(spec) is spec_class for spec in self.specs):  # precision+recall share one k-NN pass
                 self.specs.append(spec_class())
         self.metrics = [spec.build(self.extractor, self.options).to(self.device) for spec in self.specs]
+        #: After :meth:`compute`: the curves the metrics drew (fid_infinity's FID vs 1/N, ...), keyed
+        #: ``<curve>/<extractor>`` like the numbers; each a dict ``x``, ``y`` ({series: values}), ``xlabel``, ``ylabel``,
+        #: ``title`` and what the metric adds (plain floats), drawn by :func:`gen_research.evaluation.plots.plot_curves`.
+        self.curves: dict[str, dict[str, Any]] = {}
 
     # What the caller must provide.
     @property
@@ -72,6 +76,17 @@ class Evaluator:
     def label_metrics(self) -> list[str]:
         """The requested metric names that need class labels (for error messages)."""
         return [name for name in self.requested if getattr(METRICS.get(name), "needs_labels", False)]
+
+    @property
+    def needs_conditions(self) -> bool:
+        """Conditional metrics (cfid) that take a translator's source images as the condition of each image
+        (``outputs["condition_features"]``); for a class-conditional model the classes (labels) are the condition."""
+        return any(getattr(spec, "needs_conditions", False) for spec in self.specs)
+
+    @property
+    def condition_metrics(self) -> list[str]:
+        """The requested metric names conditioned on source images or classes (for error messages)."""
+        return [name for name in self.requested if getattr(METRICS.get(name), "needs_conditions", False)]
 
     @property
     def needs_pairs(self) -> bool:
@@ -122,13 +137,17 @@ class Evaluator:
             elif role == "fake" or spec.needs_reals:
                 spec.update(metric, outputs, real=role == "real")
 
-    def add_images(self, images: Tensor, role: str, labels: Tensor | None = None, texts: list[str] | None = None) -> None:
+    def add_images(self, images: Tensor, role: str, labels: Tensor | None = None, texts: list[str] | None = None,
+                   conditions: Tensor | None = None) -> None:
         """Extract once and feed every metric; ``labels`` (class of each image) for class-conditional metrics,
-        ``texts`` (a caption per image) for text-image metrics."""
+        ``texts`` (a caption per image) for text-image metrics, ``conditions`` (the source image of each translation
+        or paired target) for conditional metrics: their features go in as ``condition_features``."""
         if any(self.is_feature_based(spec) for spec in self.specs):
             outputs = self.extract(images)
             if labels is not None:
                 outputs["labels"] = labels.to(self.device)
+            if conditions is not None and self.needs_conditions:
+                outputs["condition_features"] = self.extract(conditions)["features"]
             self.add_outputs(outputs, role)
         if role in ("real", "fake"):
             self.add_raw_images(images, role, labels, texts)
@@ -154,6 +173,7 @@ class Evaluator:
     def compute(self) -> dict[str, float]:
         """``{"<metric>/<extractor>": value}`` for the requested metrics (and their ``_std`` companions)."""
         results: dict[str, float] = {}
+        self.curves = {}
         for spec, metric in zip(self.specs, self.metrics):
             values = spec.compute(metric)
             wanted = {name for name in self.requested if METRICS.get(name) is type(spec)}
@@ -163,6 +183,8 @@ class Evaluator:
             for key, value in values.items():
                 if umbrella or key.removesuffix("_std") in wanted:
                     results[f"{key}/{source}"] = float(value)
+            for name, curve in (getattr(spec, "curves", None) or {}).items():
+                self.curves[f"{name}/{source}"] = curve
         return dict(sorted(results.items()))
 
 
@@ -178,13 +200,14 @@ def batched(outputs: dict[str, Tensor], batch_size: int) -> Iterator[dict[str, T
 
 
 def batches_fingerprint(batches: Iterable[Any]) -> str:
-    """A content hash of every batch a reference set yields (images, or (images, labels)): dtype, shape and bytes
+    """A content hash of every batch a reference set yields (images, (images, labels) or a dict): dtype, shape and bytes
     of each tensor, in order. For callers that know only how to iterate their data; a first pass without the
     feature network. :func:`gen_research.evaluation.sources.dataset_fingerprint` does the same from a dataset,
     cheaper for files (their bytes, not decoded images)."""
     digest = hashlib.sha256(b"batches\n")
     for batch in batches:
-        for tensor in batch if isinstance(batch, (tuple, list)) else [batch]:
+        tensors = [batch[k] for k in sorted(batch)] if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else [batch]
+        for tensor in tensors:
             tensor = tensor.detach().cpu().contiguous()
             digest.update(f"{tensor.dtype}|{list(tensor.shape)}\n".encode())
             if tensor.numel():
@@ -202,7 +225,9 @@ def reference_outputs(
 ) -> dict[str, Tensor]:
     """Extractor outputs of a reference image set, from the cache when its key matches, else computed and stored.
 
-    ``batches`` yields images, or (images, labels) when class-conditional metrics need the labels.
+    ``batches`` yields images, or (images, labels) when class-conditional metrics need the labels, or dicts
+    ``{"images", "labels" (optional), "conditions"}`` when conditional metrics need each image's source image (a
+    translator's paired data): the sources' features are kept as ``condition_features``.
     ``key_parts`` names the data (dataset, split, number of images, preprocessing); the extractor's own
     ``cache_key()`` and a fingerprint of the *whole* set are added here: ``fingerprint`` when the caller has one
     (``sources.dataset_fingerprint``), else one hashing pass over ``batches()`` before the lookup. Without a
@@ -214,13 +239,19 @@ def reference_outputs(
         raise GenResearchError(f"the reference set {key_parts.get('dataset', '')!r} has no images")
     parts: dict[str, str] = {}
     if cache is not None:
+        with_labels = "labels" in first if isinstance(first, dict) else isinstance(first, (tuple, list))
         parts = {**{k: str(v) for k, v in key_parts.items()}, **evaluator.extractor.cache_key(),
-                 "fingerprint": fingerprint or batches_fingerprint(batches()), "labels": str(isinstance(first, (tuple, list)))}
+                 "fingerprint": fingerprint or batches_fingerprint(batches()), "labels": str(with_labels)}
+        if isinstance(first, dict):  # (only then: the keys of existing entries stay as they were)
+            parts["conditions"] = "source"
         cached = cache.load(parts)
         if cached is not None:
             return cached
 
-    def extract(batch: Tensor | tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+    def extract(batch: Tensor | tuple[Tensor, Tensor] | dict[str, Tensor]) -> dict[str, Tensor]:
+        if isinstance(batch, dict):  # images with their sources (and labels)
+            outputs = {**evaluator.extract(batch["images"]), "condition_features": evaluator.extract(batch["conditions"])["features"]}
+            return {**outputs, "labels": batch["labels"].long()} if "labels" in batch else outputs
         if isinstance(batch, (tuple, list)):  # (images, labels): keep the labels beside the features
             return {**evaluator.extract(batch[0]), "labels": batch[1].long()}
         return evaluator.extract(batch)

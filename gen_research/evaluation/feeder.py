@@ -25,6 +25,12 @@ Labels (class metrics: accuracy, intra-FID, cas) are the batch field the extract
 (``label_field``, gen_research/data/batch.py): ``label``, the class (of a translation: its source's class, which it
 should keep), or ``domain`` (a domain classifier): a translation's is the ``target_domain`` it was asked for, a real
 image's the domain of ``image`` (the item's ``target_domain`` when the item has a ``source``, else its ``domain``).
+
+Conditions (cfid: the distribution of images given their condition). A class-conditional generator's condition is
+its class: the labels above. A translator's is each item's ``source`` image, on paired data only (items with a
+``source`` and its ``target``): with ``with_conditions`` the reference batches are dicts ``{"images": target,
+"conditions": source[, "labels"]}`` (their features are cached with the reals'), and the generated images are fed
+with the sources they were translated from.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class Feeder:
     with_labels: bool = False
     sample_options: dict[str, Any] | None = None
     label_field: str = "label"
+    with_conditions: bool = False  # a translator's source images beside its reals and translations (cfid)
 
     @property
     def mode(self) -> str:
@@ -87,9 +94,13 @@ class Feeder:
         if evaluator.needs_labels and self.mode == "samples" and not conditioning_classes(self.model):
             wanting = ", ".join(evaluator.label_metrics)
             raise GenResearchError(f"class-conditional metrics ({wanting}) need a model that samples given classes; {name} does not")
-        if evaluator.needs_labels and self.mode == "translations" and self.label_field == "label" and not evaluator.options.num_classes:
+        # A translator's conditional metrics (cfid) take its source images as the condition, not classes.
+        class_metrics = [m for m in evaluator.label_metrics if not (self.mode == "translations" and m in self._condition_metrics(evaluator))]
+        if self._condition_metrics(evaluator):
+            self._check_conditions(evaluator)
+        if class_metrics and self.mode == "translations" and self.label_field == "label" and not evaluator.options.num_classes:
             # Folder data without classes labels every item 0: "accuracy" would be the share of outputs read as class 0.
-            raise GenResearchError(f"class metrics ({', '.join(evaluator.label_metrics)}) of {name}'s translations need data with classes, and "
+            raise GenResearchError(f"class metrics ({', '.join(class_metrics)}) of {name}'s translations need data with classes, and "
                                    "this data has none; evaluate the domain with a domain classifier (label_field: domain) instead")
         if evaluator.needs_labels and self.mode == "samples" and self.label_field != "label":
             raise GenResearchError(f"the extractor predicts the {self.label_field!r} field, which only a translator's data names; "
@@ -101,16 +112,50 @@ class Feeder:
         if evaluator.needs_texts:
             raise GenResearchError("clip_score needs a caption per image: evaluate folders with `evaluate --captions`")
 
+    @staticmethod
+    def _condition_metrics(evaluator: Any) -> list[str]:
+        return list(getattr(evaluator, "condition_metrics", []) or [])
+
+    @property
+    def _sources_are_conditions(self) -> bool:
+        return self.with_conditions and self.mode == "translations"
+
+    def _check_conditions(self, evaluator: Any) -> None:
+        """What conditional metrics (cfid) need: classes of a class-conditional generator, or paired sources of a translator."""
+        from gen_research.data.batch import as_fields
+
+        wanting, name = ", ".join(self._condition_metrics(evaluator)), type(self.model).__name__
+        if self.mode == "reconstructions":
+            raise GenResearchError(f"{wanting} compares images given their condition: a class-conditional generator's class or a "
+                                   f"translator's source image; {name} only reconstructs")
+        if self.mode != "translations":
+            return  # samples: the classes (the labels path) are the condition, checked with the class metrics
+        fields = as_fields(self.reference_set[0]) if len(self.reference_set) else {}
+        if "source" not in fields or "target" not in fields:
+            raise GenResearchError(f"{wanting} of a translator compares (source, target) with (source, translation) pairs: it needs "
+                                   "paired data (items with a source and its target); these items have no paired target")
+        if not self.with_conditions:  # a caller's omission, not the user's
+            raise GenResearchError(f"{wanting}: this Feeder was built without with_conditions=True, so its reals carry no sources")
+
     # ---- what the metrics are fed ------------------------------------------------------------------
     def reference_batches(self, with_labels: bool | None = None) -> Iterator[Any]:
         """The reference images in order (the metric's "real" set): images, or (images, labels) when labels are
         wanted and the items say what each image's label is (unpaired items name only their source's class: their
-        images come without labels, and a metric needing them says so in one line)."""
+        images come without labels, and a metric needing them says so in one line). With ``with_conditions`` for a
+        translator: dicts ``{"images", "conditions" (the items' sources), "labels" (when wanted)}``."""
         wanted = self.with_labels if with_labels is None else with_labels
         if self.label_field == "label" and not self.mode == "translations":
             return image_batches(self.reference_set, self.batch_size, self.num_reference, wanted)
         fields = field_batches(self.reference_set, self.batch_size, self.num_reference)
+        if self._sources_are_conditions:
+            return (self._conditioned_reals(batch, wanted) for batch in fields)
         return ((batch["image"], self.real_labels(batch)) if wanted and self.knows_real_labels(batch) else batch["image"] for batch in fields)
+
+    def _conditioned_reals(self, fields: dict[str, Any], with_labels: bool) -> dict[str, Tensor]:
+        if "target" not in fields:
+            raise GenResearchError("cfid of a translator needs paired data (items with a source and its target); these items have no target")
+        batch = {"images": fields["image"], "conditions": self._field(fields, "source")}
+        return {**batch, "labels": self.real_labels(fields)} if with_labels else batch
 
     def _field(self, fields: dict[str, Any], name: str) -> Tensor:
         if name not in fields:
@@ -142,14 +187,22 @@ class Feeder:
 
     def fakes(self, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor | None]]:
         """This process's (generated images, labels or None) batches."""
+        for images, labels, _ in self.conditioned_fakes(rank, world):
+            yield images, labels
+
+    def conditioned_fakes(self, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor | None, Tensor | None]]:
+        """This process's (generated images, labels or None, source images or None) batches: the sources a translator
+        translated, with ``with_conditions``."""
         if self.mode == "samples":
-            yield from self._samples(rank, world)
+            for images, labels in self._samples(rank, world):
+                yield images, labels, None
             return
         device = _device_of(self.model)
         with torch.no_grad():
             for fields in self._local_items(rank, world):
                 labels = self.fake_labels(fields) if self.with_labels else None
-                yield self._generate_from(fields, device), labels
+                sources = self._field(fields, "source").to(device) if self._sources_are_conditions else None
+                yield self._generate_from(fields, device), labels, sources
 
     def pairs(self, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
         """(generated, original) pairs: translations against targets, or reconstructions against inputs."""
@@ -210,9 +263,11 @@ class Feeder:
         if evaluator.needs_raw_reals:
             for images, labels in self.raw_reals(rank, world):
                 evaluator.add_raw_images(images, "real", labels)
+        if self._condition_metrics(evaluator):
+            self._check_conditions(evaluator)
         if evaluator.needs_fakes:
-            for images, labels in progress(self.fakes(rank, world)):
-                evaluator.add_images(images, "fake", labels if self.with_labels else None)
+            for images, labels, sources in progress(self.conditioned_fakes(rank, world)):
+                evaluator.add_images(images, "fake", labels if self.with_labels else None, conditions=sources)
         if evaluator.needs_generator:
             evaluator.add_generator(self.model, self.seed)
         if evaluator.needs_pairs:

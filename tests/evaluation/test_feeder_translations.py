@@ -85,3 +85,87 @@ def test_class_metrics_of_translations_are_refused_on_data_without_classes():
     Feeder(ShiftTranslator(), unpaired_items(2), 2, 2, batch_size=2, with_labels=True, label_field="domain").check(wanting)
     wanting.options.num_classes = 10
     Feeder(ShiftTranslator(), unpaired_items(2), 2, 2, batch_size=2, with_labels=True).check(wanting)
+
+
+# ---- cfid: the source image is the condition -----------------------------------------------------------------
+class FixedTranslator(nn.Module):
+    """One fixed direction (pix2pix-like): translate(x) = x (``flip``: -x, which breaks the relation to the source
+    while keeping its marginal, the sources being symmetric about 0)."""
+
+    target_domains = None
+    domain_names = None
+    source_channels = 1
+
+    def __init__(self, flip: bool = False) -> None:
+        super().__init__()
+        self.flip = flip
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def translate(self, images, target=None, **options):
+        return -images if self.flip else images.clone()
+
+
+def paired_items(count: int) -> list[dict]:
+    """Paired items whose target is their source (the identity is the right translation), sources symmetric about 0."""
+    generator = torch.Generator().manual_seed(0)
+    halves = torch.rand(count // 2, 1, 2, 2, generator=generator) * 2 - 1
+    sources = torch.cat([halves, -halves])
+    return [{"source": s, "target": s.clone(), "image": s.clone(), "label": torch.tensor(0)} for s in sources]
+
+
+def cfid_of(translator, items, batch_size=16, cache=None, with_conditions=True):
+    from gen_research.evaluation.base import EvalOptions
+    from gen_research.evaluation.evaluator import Evaluator, reference_outputs
+    from gen_research.evaluation.extractors.pixels import PixelFeatures
+
+    evaluator = Evaluator(PixelFeatures(image_shape=(1, 2, 2)), "cfid,fid", EvalOptions())
+    # cfid rides on the labels path too (needs_labels): the evaluate command turns labels on for it
+    feeder = Feeder(translator, items, len(items), len(items), batch_size=batch_size, with_labels=True, with_conditions=with_conditions)
+    feeder.check(evaluator)
+    reals = reference_outputs(evaluator, feeder.reference_batches, {"dataset": "paired"}, cache)
+    evaluator.add_outputs(reals, "real")
+    feeder.feed(evaluator)
+    return evaluator.compute(), reals
+
+
+def test_cfid_of_a_translator_conditions_on_the_sources():
+    items = paired_items(64)
+    right, reals = cfid_of(FixedTranslator(), items)
+    assert right["cfid/pixels"] == pytest.approx(0.0, abs=1e-6) and right["fid/pixels"] == pytest.approx(0.0, abs=1e-6)
+    assert torch.equal(reals["condition_features"], reals["features"])  # the reals' sources are their targets here
+    flipped, _ = cfid_of(FixedTranslator(flip=True), items, batch_size=7)
+    # Features u = (x + 1) / 2 in [0, 1]; translations 1 - u. Real: x = y exactly (A = I, no residual); generated:
+    # A^ = -I. cfid = ||2 mean(u) - 1||^2 + Tr((2I) S_yy (2I)) = 4 Tr(S_uu) (the sources are symmetric: mean(u) = 1/2).
+    u = torch.stack([item["source"] for item in items]).flatten(1).double().add(1).div(2)
+    assert flipped["cfid/pixels"] == pytest.approx(4 * float(torch.cov(u.T).trace()), rel=1e-6)
+    assert flipped["fid/pixels"] == pytest.approx(0.0, abs=1e-6)  # same marginal: FID cannot see it
+
+
+def test_cfid_source_features_are_cached_with_the_reals_under_their_own_key(tmp_path):
+    from gen_research.evaluation.cache import ReferenceCache
+    from gen_research.evaluation.evaluator import Evaluator, reference_outputs
+    from gen_research.evaluation.extractors.pixels import PixelFeatures
+
+    class CountingCache(ReferenceCache):
+        saves = 0
+
+        def save(self, key_parts, outputs):
+            CountingCache.saves += 1
+            return super().save(key_parts, outputs)
+
+    cache, items = CountingCache(str(tmp_path)), paired_items(32)
+    plain = Feeder(FixedTranslator(), items, 32, 32, batch_size=8, with_labels=True)  # fid only: no sources
+    fid_only = Evaluator(PixelFeatures(image_shape=(1, 2, 2)), "fid")
+    assert set(reference_outputs(fid_only, plain.reference_batches, {"dataset": "paired"}, cache)) == {"features", "labels"}
+    first, reals = cfid_of(FixedTranslator(flip=True), items, cache=cache)  # same key parts, with sources: a new entry
+    again, cached = cfid_of(FixedTranslator(flip=True), items, cache=cache)  # read back
+    assert CountingCache.saves == 2 and len(list(tmp_path.glob("*.pt"))) == 2
+    assert set(cached) == {"features", "condition_features", "labels"} and torch.equal(cached["condition_features"], reals["condition_features"])
+    assert again == first
+
+
+def test_cfid_of_a_translator_needs_paired_data_and_the_feeders_sources():
+    with pytest.raises(GenResearchError, match="needs paired data"):
+        cfid_of(ShiftTranslator(), unpaired_items(4))
+    with pytest.raises(GenResearchError, match="with_conditions=True"):
+        cfid_of(FixedTranslator(), paired_items(4), with_conditions=False)
