@@ -101,7 +101,7 @@ class _ClassMixtureStats(Metric):
         for k in range(self.num_classes):
             real, fake = self._component("real", k), self._component("fake", k)
             if real is not None and fake is not None:
-                scores[k] = _compute_fid(real[0], real[1], fake[0], fake[1])
+                scores[k] = float(_compute_fid(real[0], real[1], fake[0], fake[1]))
         p_real, p_fake = self.real_weight / self.real_count, self.fake_weight / self.fake_count
         terms = torch.where(p_real > 0, p_real * (p_real.log() - p_fake.log()), torch.zeros_like(p_real))
         return {"scores": scores, "kl": terms.sum()}
