@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -72,6 +73,33 @@ def nearest_distances(x: Tensor, y: Tensor) -> Tensor:
     for start, d in distance_blocks(x, y):
         out[start : start + d.shape[0]] = d.min(dim=1).values
     return out
+
+
+def canonical_order(x: Tensor) -> Tensor:
+    """Row indices sorting the rows of x by their bytes: an order that depends only on their contents.
+
+    A DDP gather concatenates rank 0's rows then rank 1's; one process has them interleaved. Anything that depends
+    on the order (training, shuffles, subsets, float summation) runs on this order, so both give the same numbers.
+    """
+    rows = np.ascontiguousarray(x.detach().cpu().numpy())
+    if rows.shape[0] < 2:
+        return torch.arange(rows.shape[0], device=x.device)
+    keys = rows.reshape(rows.shape[0], -1).view(np.dtype((np.void, rows.dtype.itemsize * int(np.prod(rows.shape[1:]))))).ravel()
+    return torch.from_numpy(np.argsort(keys, kind="stable")).to(x.device)
+
+
+def canonical_rows(x: Tensor) -> Tensor:
+    """The rows of x in :func:`canonical_order`."""
+    return x[canonical_order(x)] if x.shape[0] > 1 else x
+
+
+@contextmanager
+def autograd_enabled() -> Iterator[None]:
+    """Gradients inside compute() (metrics that train a network: nnd, cas, alpha_precision's one-class embedding,
+    fld's bandwidths): evaluation may run under no_grad or inference_mode (Lightning's validation loop). Tensors made
+    before must be cloned inside the block to take part in autograd."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def state_cat(metric: Metric, name: str) -> Tensor:

@@ -35,9 +35,6 @@ The authenticity of the same paper is a memorization number here (specs/memoriza
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -45,7 +42,8 @@ from torchmetrics import Metric
 
 from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor
-from gen_research.evaluation.specs._common import Spec, distance_blocks, kth_neighbour_radii, seeded, state_cat
+from gen_research.evaluation.specs._common import (Spec, autograd_enabled, canonical_rows, distance_blocks, kth_neighbour_radii, seeded,
+                                                  state_cat)
 from gen_research.registry import METRICS
 
 EMBEDDINGS = ("features", "oneclass")
@@ -54,28 +52,6 @@ ONECLASS_EPOCHS = 200  # full-batch AdamW steps
 ONECLASS_LR = 2e-3  # synthcity's OneClassLayer learning rate and weight decay
 ONECLASS_WEIGHT_DECAY = 2e-3
 ONECLASS_CENTRE = 10.0  # c = 10 * ones, as synthcity
-
-
-def canonical_rows(x: Tensor) -> Tensor:
-    """The rows of x in a fixed order that depends only on their contents (byte-wise), not on how they arrived.
-
-    A DDP gather concatenates rank 0's rows then rank 1's; one process has them interleaved. Anything that depends
-    on the order (training, shuffles, float summation) is run on this order so both give the same numbers.
-    """
-    if x.shape[0] < 2:
-        return x
-    rows = np.ascontiguousarray(x.detach().cpu().numpy())
-    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
-    order = torch.from_numpy(np.argsort(keys, kind="stable")).to(x.device)
-    return x[order]
-
-
-@contextmanager
-def autograd_enabled() -> Iterator[None]:
-    """Gradients inside compute(): evaluation may run under no_grad or inference_mode (Lightning's validation
-    loop). Tensors made before must be cloned inside the block to take part in autograd."""
-    with torch.inference_mode(False), torch.enable_grad():
-        yield
 
 
 def integrated_score(curve: Tensor, grid: Tensor) -> float:

@@ -24,7 +24,7 @@ from torchmetrics import Metric
 
 from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor
-from gen_research.evaluation.specs._common import Spec, seeded
+from gen_research.evaluation.specs._common import Spec, autograd_enabled, seeded
 from gen_research.nets.conv import ConvEncoder
 from gen_research.registry import METRICS
 
@@ -108,7 +108,7 @@ class _CASState(Metric):
         num_classes = self.num_classes or int(labels.max()) + 1
         if labels.min() < 0 or labels.max() >= num_classes:
             raise GenResearchError(f"cas: class labels must lie in 0..{num_classes - 1}, got {int(labels.min())}..{int(labels.max())}; fix num_classes")
-        with torch.inference_mode(False), torch.enable_grad():
+        with autograd_enabled():
             return self._train_and_test(fake_x, fake_y, real_x, real_y, num_classes)
 
     def _train_and_test(self, fake_x: Tensor, fake_y: Tensor, real_x: Tensor, real_y: Tensor, num_classes: int) -> Tensor:

@@ -48,7 +48,7 @@ from torchmetrics import Metric
 
 from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor
-from gen_research.evaluation.specs._common import Spec, seeded, state_cat
+from gen_research.evaluation.specs._common import Spec, autograd_enabled, canonical_order, seeded, state_cat
 from gen_research.registry import METRICS
 
 CRITIC_NAME = "critic-mlp2x256"
@@ -59,13 +59,6 @@ LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 1e-2
 PATIENCE = 10  # epochs without a MIN_IMPROVEMENT on the early-stopping rows
 MIN_IMPROVEMENT = 1e-3  # nats
-
-
-def canonical_order(features: Tensor) -> Tensor:
-    """Row indices sorting the rows by their bytes: the same order whatever order the rows were gathered in."""
-    rows = np.ascontiguousarray(features.detach().float().cpu().numpy())
-    keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel()
-    return torch.from_numpy(np.argsort(keys, kind="stable")).to(features.device)
 
 
 def split_rows(features: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -165,7 +158,7 @@ class CriticDivergence(Metric):
         real, fake = state_cat(self, "real_features"), state_cat(self, "fake_features")
         # The evaluation callback runs under no_grad (Lightning validation under inference mode): train outside them,
         # on copies that are not inference tensors.
-        with torch.inference_mode(False), torch.enable_grad():
+        with autograd_enabled():
             return critic_divergence(real.clone(), fake.clone(), self.epochs, self.seed)
 
 

@@ -40,8 +40,7 @@ from torchmetrics import Metric
 
 from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor
-from gen_research.evaluation.specs._common import Spec, distance_blocks, state_cat
-from gen_research.evaluation.specs.alpha_precision import autograd_enabled, canonical_rows
+from gen_research.evaluation.specs._common import Spec, autograd_enabled, canonical_rows, distance_blocks, state_cat
 from gen_research.registry import METRICS
 
 LEARNING_RATE = 0.5
