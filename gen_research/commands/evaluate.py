@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print evaluate --json results side by side (no evaluation); refused when their provenance differs")
     source.add_argument("--force", action="store_true", help="--compare: show results whose provenance differs anyway (with warnings)")
     features = parser.add_argument_group("features and metrics")
-    features.add_argument("--features", default="pixels", help="feature extractor: pixels, classifier, inception, clip (python -m gen_research list features)")
-    features.add_argument("--feature-weights", help="classifier checkpoint, Inception weights file or CLIP model folder")
+    features.add_argument("--features", default="pixels", help="feature extractor: pixels, classifier, inception, clip, dinov2 (python -m gen_research list features)")
+    features.add_argument("--feature-weights", help="classifier checkpoint, Inception weights file, CLIP or DINOv2 model folder")
     features.add_argument("--resize", type=int, help="pixels extractor: resize images to N x N before flattening; classifier: N = its side, to read other sizes (e.g. 32x32 GANs on the 28x28 MNIST classifier)")
     features.add_argument("--resize-mode", choices=("clean", "legacy_tensorflow", "legacy_pytorch"),
                           help="how the extractor resizes (clean-fid's modes; default: the extractor's own, e.g. inception: legacy_tensorflow); "
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--vendi-q", type=float, default=defaults.vendi_q, help="vendi: order q of the entropy (1: Shannon)")
     features.add_argument("--critic-epochs", type=int, default=defaults.critic_epochs, help="nnd: epochs of the real-vs-generated critic")
     features.add_argument("--fid-infinity-points", type=int, default=defaults.fid_infinity_points, help="fid_infinity: number of N values")
+    features.add_argument("--fid-infinity-min-fraction", type=float, default=defaults.fid_infinity_min_fraction,
+                          help="fid_infinity: the smallest N as a fraction of the generated images (default 0.1, the paper's 5k of 50k)")
     features.add_argument("--plots", help="folder (new or empty) for the curves of the metrics that have them (fid_infinity: FID vs 1/N; "
                                           "alpha_precision: the alpha/beta curves)")
     features.add_argument("--seed", type=int, default=0, help="seeds sampling and the metrics' subset draws")
@@ -108,6 +110,8 @@ def check_numbers(args: argparse.Namespace) -> None:
             flag = "--" + option.replace("_", "-")
             default = " (leave it out to use every reference image)" if option == "num_images" else ""
             raise GenResearchError(f"{flag} {value}: must be at least 1{default}")
+    if not 0 < args.fid_infinity_min_fraction < 1:
+        raise GenResearchError(f"--fid-infinity-min-fraction {args.fid_infinity_min_fraction}: must lie between 0 and 1 (e.g. 0.1)")
     if args.eta is not None and not args.eta >= 0:
         raise GenResearchError(f"--eta {args.eta}: must be >= 0 (0: deterministic DDIM)")
 
@@ -225,7 +229,7 @@ def eval_options(args: argparse.Namespace) -> Any:
     return EvalOptions(kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets, nearest_k=args.nearest_k,
                        is_splits=args.is_splits, seed=args.seed, clip_model=args.clip_model, alpha_steps=args.alpha_steps,
                        alpha_embedding=args.alpha_embedding, vendi_q=args.vendi_q, critic_epochs=args.critic_epochs,
-                       fid_infinity_points=args.fid_infinity_points)
+                       fid_infinity_points=args.fid_infinity_points, fid_infinity_min_fraction=args.fid_infinity_min_fraction)
 
 
 def _feed_reference(evaluator: Any, batches: Any, key_parts: dict[str, Any], cache: Any, bar: Any, role: str,
@@ -255,7 +259,13 @@ def _evaluate_folders(args: argparse.Namespace, make_evaluator: Any, cache: Any,
     grey = sources.is_grey(real_paths[0]) and sources.is_grey(fake_paths[0])
     real_labels = fake_labels = class_names = None
     if args.with_labels:  # class subfolders: real/<class>/..., fake/<class>/...
-        real_classes, fake_classes = sources.folder_classes(args.real, real_paths), sources.folder_classes(args.fake, fake_paths)
+        try:
+            real_classes, fake_classes = sources.folder_classes(args.real, real_paths), sources.folder_classes(args.fake, fake_paths)
+        except GenResearchError as error:
+            if "cfid" not in args.metric_names:
+                raise
+            raise GenResearchError(f"{error}; cfid of folders is conditioned on these classes (cfid given a translator's source images "
+                                   "needs its checkpoint: --config EXP --ckpt_path CKPT)") from None
         class_names = sorted(set(real_classes))
         unknown = sorted(set(fake_classes) - set(class_names))
         if unknown:
@@ -357,7 +367,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, make_evaluator: Any, cache: A
         raise GenResearchError(f"evaluate draws new samples; {', '.join(plan.per_image)} from the sampling options cannot apply: leave them out")
     evaluator = make_evaluator(reference_image_shape(split_set), datamodule.num_classes)
     feeder = Feeder(model, split_set, num_real, num_fake, args.batch_size, args.seed, args.with_labels, sample_options=plan.options,
-                    label_field=evaluator.extractor.label_field)
+                    label_field=evaluator.extractor.label_field, with_conditions=evaluator.needs_conditions)
     feeder.check(evaluator)  # before any feature is computed
     check_set_sizes(args.metric_names, args.options, num_real, feeder.num_generated, f"the {args.split} split", "the generated set")
     data_key = json.dumps(data_config, sort_keys=True)

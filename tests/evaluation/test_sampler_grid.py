@@ -160,7 +160,7 @@ def test_table_files_have_one_row_per_point_and_every_metric(tmp_path):
                                                   "recall/classifier-digits8"]
     assert table[5]["sampler"] == "heun" and table[5]["nfe"] == "7" and float(table[5]["fid/classifier-digits8"]) == rows[5]["fid/classifier-digits8"]
     payload = json.loads(json_path.read_text())  # strict JSON: nan is written as null
-    assert set(payload) == {"context", "columns", "rows"} and len(payload["rows"]) == 8
+    assert set(payload) == {"context", "provenance", "columns", "rows"} and len(payload["rows"]) == 8
     assert payload["rows"][0]["recall/classifier-digits8"] is None and payload["rows"][1] == {k: rows[1][k] for k in table[0]}
     assert "counts as 1 call" in payload["columns"]["nfe"]
 

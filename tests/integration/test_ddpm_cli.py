@@ -124,6 +124,8 @@ def test_class_conditional_metrics_of_a_diffusion_model(trained, workdir):
                           "--metrics", "fid,intra_fid,cas", "--num-images", "100", "--json", str(out)) == 0
     results = json.loads(out.read_text())
     assert set(results) >= {"fid/pixels", "intra_fid/pixels"} and any(key.startswith("cas/") for key in results)
+    provenance = results.pop("provenance")
+    assert provenance["sampling"]["mode"] == "samples" and provenance["num_generated"] == 100
     assert all(np.isfinite(value) for value in results.values())
     # class-conditional samples of a 3-batch model are far from the data, but each class is measured
     assert results["intra_fid/pixels"] > 0

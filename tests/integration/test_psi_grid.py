@@ -8,6 +8,8 @@ import math
 import pytest
 from PIL import Image
 
+from gen_research.evaluation.provenance import differences
+
 from .helpers import TEST_CONFIGS, run_in_process
 
 pytestmark = pytest.mark.integration
@@ -53,6 +55,9 @@ def test_psi_grid_writes_table_plot_samples_and_psi_1_is_a_plain_evaluate(traine
         assert all(math.isfinite(row[key]) for key in METRIC_KEYS), row  # (precision rising as psi falls: not for a tiny model)
         assert 0 <= row["precision/pixels"] <= 1 and 0 <= row["recall/pixels"] <= 1
     plain_results = json.loads(plain.read_text())
+    plain_provenance = plain_results.pop("provenance")  # the grid's provenance is the plain evaluate's but for its sampling
+    differing = {name for name, _, _ in differences(payload["provenance"], plain_provenance)}
+    assert differing and all(name.startswith("sampling.") for name in differing), differing
     assert plain_results.pop("sampling/truncation_psi") == 1.0  # a plain evaluate records the psi it drew with
     assert {key: rows[1.0][key] for key in METRIC_KEYS} == plain_results  # the same samples, the same numbers
     assert rows[0.5]["fid/pixels"] != rows[1.0]["fid/pixels"]  # psi reached the samples

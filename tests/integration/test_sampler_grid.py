@@ -81,7 +81,11 @@ def test_sweep_writes_table_plots_samples_and_a_wandb_run(trained, workdir, monk
         assert int(row["nfe"]) == int(row["steps"])  # one network call a step for both samplers
         assert float(row["nfe_weighted"]) == int(row["steps"]) * float(row["guidance_scale"])  # w=2: doubled batches
         assert 0 <= float(row["accuracy/classifier-digits8"]) <= 1  # (sampling_seconds is a wall-clock time: not asserted)
-    assert json.loads((out / "sweep.json").read_text())["rows"][3]["nfe"] == 4
+    payload = json.loads((out / "sweep.json").read_text())
+    assert payload["rows"][3]["nfe"] == 4
+    provenance = payload["provenance"]  # what every row was measured with; the grid's axes under sampling
+    assert provenance["sampling"]["grid"]["sampler"] == ["ddim", "dpm-solver++"] and provenance["sampling"]["grid"]["steps"] == [2, 4]
+    assert provenance["extractor"]["name"] == "classifier-digits8" and len(provenance["reference"]["fingerprint"]) == 32
     pngs = [out / "fid_vs_nfe.png", out / "guidance.png", *sorted((out / "samples").glob("*.png"))]
     assert len(pngs) == 10 and (out / "samples" / "dpm-solver++-4-w2.png") in pngs
     for png in pngs:

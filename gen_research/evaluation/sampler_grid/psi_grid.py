@@ -67,12 +67,13 @@ def _plan(model: Any, options: dict[str, Any], context: SamplingContext) -> Samp
     return model.prepare_sampling(options, context) if isinstance(model, ModelFamily) else SamplingPlan(options=dict(options))
 
 
-def _keeping(batches: Iterable[tuple[Any, Any]], shown: list[Any], count: int) -> Iterator[tuple[Any, Any]]:
-    """``batches`` passed through, keeping (on the CPU) the first ``count`` images for the point's sample grid."""
-    for images, labels in batches:
+def _keeping(batches: Iterable[tuple[Any, ...]], shown: list[Any], count: int) -> Iterator[tuple[Any, ...]]:
+    """``batches`` ((images, labels, ...) tuples) passed through, keeping (on the CPU) the first ``count`` images for the
+    point's sample grid."""
+    for batch in batches:
         if sum(len(kept) for kept in shown) < count:
-            shown.append(images[:count].cpu())
-        yield images, labels
+            shown.append(batch[0][:count].cpu())
+        yield batch
 
 
 def run_psi_grid(args: argparse.Namespace, psis: tuple[float, ...], fixed: dict[str, Any], names: list[str], options: Any, cache: Any,

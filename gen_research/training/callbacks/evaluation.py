@@ -113,15 +113,15 @@ class EvaluationCallback(Callback):
         from gen_research.models.contract import check_sampling_options
 
         self.sample_options = check_sampling_options(pl_module, self.sample_options)  # declared by the family, checked by it
-        feeder = self._feeder(pl_module, reference_set, evaluator.needs_labels)
+        feeder = self._feeder(pl_module, reference_set, evaluator.needs_labels, evaluator.needs_conditions)
         feeder.check(evaluator)
         check_set_sizes(evaluator.requested, self.options, feeder.num_reference, feeder.num_generated,
                         f"the {self.split} split (num_reference)", "num_samples")
 
-    def _feeder(self, pl_module: pl.LightningModule, reference_set: Any, with_labels: bool) -> Feeder:
+    def _feeder(self, pl_module: pl.LightningModule, reference_set: Any, with_labels: bool, with_conditions: bool = False) -> Feeder:
         num_reference = min(self.num_reference or len(reference_set), len(reference_set))
         return Feeder(pl_module, reference_set, num_reference, self.num_samples, self.batch_size, self.seed, with_labels,
-                      sample_options=self.sample_options, label_field=self._extractor.label_field)
+                      sample_options=self.sample_options, label_field=self._extractor.label_field, with_conditions=with_conditions)
 
     def _load_extractor(self, datamodule: Any) -> None:
         if self._extractor is None:
@@ -172,7 +172,7 @@ class EvaluationCallback(Callback):
         self.options.num_classes = getattr(datamodule, "num_classes", None)
         evaluator = Evaluator(self._extractor, self.metrics, self.options, device=pl_module.device)
         reference_set = getattr(datamodule, f"{self.split}_set")
-        feeder = self._feeder(pl_module, reference_set, evaluator.needs_labels)
+        feeder = self._feeder(pl_module, reference_set, evaluator.needs_labels, evaluator.needs_conditions)
         rank, world = trainer.global_rank, trainer.world_size
         if self._reals is None and (evaluator.needs_reals or evaluator.needs_train):
             self._reals = self._reference_outputs(evaluator, datamodule, feeder)
@@ -190,7 +190,7 @@ class EvaluationCallback(Callback):
 
         datamodule = trainer.datamodule
         evaluator = Evaluator(self._extractor, self.metrics, self.options, device="cpu")
-        feeder = self._feeder(pl_module, getattr(datamodule, f"{self.split}_set"), evaluator.needs_labels)
+        feeder = self._feeder(pl_module, getattr(datamodule, f"{self.split}_set"), evaluator.needs_labels, evaluator.needs_conditions)
         reference = {"dataset": _data_key(datamodule), "split": self.split, "num_images": feeder.num_reference, "preprocessing": "datamodule",
                      "fingerprint": self._fingerprints.get("real") or dataset_fingerprint(feeder.reference_set, feeder.num_reference)}
         defaults = pl_module.sampling_defaults() if isinstance(pl_module, ModelFamily) else {}
