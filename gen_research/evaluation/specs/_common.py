@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import FeatureMetric
 
 # Pairwise-distance blocks hold at most this many float64 entries (256 MiB): 10k x 10k fits on any machine.
@@ -100,6 +101,43 @@ def autograd_enabled() -> Iterator[None]:
     before must be cloned inside the block to take part in autograd."""
     with torch.inference_mode(False), torch.enable_grad():
         yield
+
+
+class StoredFeatures(Metric):
+    """Keeps every feature row of each role (gathered across processes by torchmetrics' "cat"); subclasses compute
+    from :meth:`stored`. ``roles``: real and generated; :class:`StoredFeaturesWithTrain` adds the training set."""
+
+    full_state_update = False
+    roles: ClassVar[tuple[str, ...]] = ("real", "fake")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for role in self.roles:
+            self.add_state(f"{role}_features", [], dist_reduce_fx="cat")
+
+    def update(self, features: Tensor, real: bool = True, train: bool = False) -> None:
+        role = "train" if train else "real" if real else "fake"
+        getattr(self, f"{role}_features").append(features.detach().float())
+
+    def stored(self) -> tuple[Tensor, ...]:
+        """The features of each role, in ``roles`` order (empty tensors for a role never fed)."""
+        return tuple(state_cat(self, f"{role}_features") for role in self.roles)
+
+
+class StoredFeaturesWithTrain(StoredFeatures):
+    """Training, held-out real and generated features (memorization, fld); ``stored()`` returns them in that order."""
+
+    roles: ClassVar[tuple[str, ...]] = ("train", "real", "fake")
+
+    def three_sets(self, metric: str, heldout: str = "held-out real") -> tuple[Tensor, Tensor, Tensor]:
+        """(train, real, fake), or a one-line error naming ``metric`` when a set has fewer than 2 rows."""
+        train, real, fake = self.stored()
+        if min(train.shape[0], real.shape[0], fake.shape[0]) < 2:
+            raise GenResearchError(
+                f"metric '{metric}' needs training, {heldout} and generated images (at least 2 each); got "
+                f"{train.shape[0]} training, {real.shape[0]} {heldout.split()[0]} and {fake.shape[0]} generated"
+            )
+        return train, real, fake
 
 
 def state_cat(metric: Metric, name: str) -> Tensor:

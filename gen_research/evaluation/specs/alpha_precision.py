@@ -35,15 +35,14 @@ The authenticity of the same paper is a memorization number here (specs/memoriza
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
 from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor
-from gen_research.evaluation.specs._common import (Spec, autograd_enabled, canonical_rows, distance_blocks, kth_neighbour_radii, seeded,
-                                                  state_cat)
+from gen_research.evaluation.specs._common import (Spec, StoredFeatures, autograd_enabled, canonical_rows, distance_blocks,
+                                                  kth_neighbour_radii, seeded)
 from gen_research.registry import METRICS
 
 EMBEDDINGS = ("features", "oneclass")
@@ -109,24 +108,18 @@ def oneclass_embedding(real: Tensor, fake: Tensor, seed: int) -> tuple[Tensor, T
         return net(inputs).double(), net(scaled(fake)).double(), centre.double()
 
 
-class AlphaPrecisionRecall(Metric):
+class AlphaPrecisionRecall(StoredFeatures):
     """Keeps all real and generated features (gathered across processes); compute -> the two curves and scores."""
 
-    full_state_update = False
     higher_is_better = True
 
     def __init__(self, steps: int = 30, embedding: str = "features", nearest_k: int = 5, seed: int = 0,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self.steps, self.embedding, self.nearest_k, self.seed = steps, embedding, nearest_k, seed
-        self.add_state("real_features", [], dist_reduce_fx="cat")
-        self.add_state("fake_features", [], dist_reduce_fx="cat")
-
-    def update(self, features: Tensor, real: bool) -> None:
-        (self.real_features if real else self.fake_features).append(features.detach().float())
 
     def compute(self) -> dict[str, Tensor]:
-        real, fake = state_cat(self, "real_features"), state_cat(self, "fake_features")
+        real, fake = self.stored()
         k = self.nearest_k
         if real.shape[0] <= k or fake.shape[0] < 2:
             raise GenResearchError(

@@ -41,14 +41,13 @@ from __future__ import annotations
 import copy
 import math
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
 from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor
-from gen_research.evaluation.specs._common import Spec, autograd_enabled, canonical_order, seeded, state_cat
+from gen_research.evaluation.specs._common import Spec, StoredFeatures, autograd_enabled, canonical_order, seeded
 from gen_research.registry import METRICS
 
 CRITIC_NAME = "critic-mlp2x256"
@@ -139,23 +138,17 @@ def critic_divergence(real: Tensor, fake: Tensor, epochs: int, seed: int) -> dic
     return {"nnd": math.log(2) - balanced_bce(logits_real, logits_fake), "nnd_accuracy": balanced_accuracy(logits_real, logits_fake)}
 
 
-class CriticDivergence(Metric):
+class CriticDivergence(StoredFeatures):
     """Keeps all real and generated features (gathered across processes); compute -> nnd and nnd_accuracy."""
 
-    full_state_update = False
     higher_is_better = False
 
     def __init__(self, epochs: int = 100, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.epochs, self.seed = epochs, seed
-        self.add_state("real_features", [], dist_reduce_fx="cat")
-        self.add_state("fake_features", [], dist_reduce_fx="cat")
-
-    def update(self, features: Tensor, real: bool) -> None:
-        (self.real_features if real else self.fake_features).append(features.detach().float())
 
     def compute(self) -> dict[str, Tensor]:
-        real, fake = state_cat(self, "real_features"), state_cat(self, "fake_features")
+        real, fake = self.stored()
         # The evaluation callback runs under no_grad (Lightning validation under inference mode): train outside them,
         # on copies that are not inference tensors.
         with autograd_enabled():

@@ -30,19 +30,8 @@ from torchmetrics import Metric
 
 from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor
-from gen_research.evaluation.specs._common import Spec, state_cat
+from gen_research.evaluation.specs._common import Spec, canonical_order, state_cat
 from gen_research.registry import METRICS
-
-
-def canonical_order(rows: Tensor) -> Tensor:
-    """A permutation putting rows in an order that depends only on their contents (not on how they were gathered).
-
-    Sorted by a fixed random projection, then by the first columns; rows that tie on all of those are (in practice)
-    identical, and identical rows may come in any order."""
-    values = rows.detach().cpu().double().numpy()
-    projection = values @ np.random.default_rng(20200310).standard_normal(values.shape[1])
-    keys = [values[:, j] for j in reversed(range(min(2, values.shape[1])))] + [projection]
-    return torch.from_numpy(np.lexsort(keys).astype(np.int64))
 
 
 def subset_sizes(num_generated: int, points: int, min_fraction: float) -> list[int]:
@@ -108,7 +97,7 @@ class _FIDCurve(Metric):
         real_mean = self.real_sum / n_real
         real_cov = (self.real_outer - n_real * torch.outer(real_mean, real_mean)) / (n_real - 1)
         sizes = subset_sizes(fake.shape[0], self.points, self.min_fraction)
-        fake = fake[canonical_order(fake).to(fake.device)].double()
+        fake = fake[canonical_order(fake)].double()
         values, vectors = torch.linalg.eigh(real_cov)
         real_root = (vectors * values.clamp(min=0).sqrt()) @ vectors.T
         generator = torch.Generator().manual_seed(self.seed)

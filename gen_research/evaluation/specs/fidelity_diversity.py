@@ -14,27 +14,21 @@ from torchmetrics import Metric
 
 from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor
-from gen_research.evaluation.specs._common import Spec, distance_blocks, kth_neighbour_radii, state_cat
+from gen_research.evaluation.specs._common import Spec, StoredFeatures, distance_blocks, kth_neighbour_radii
 from gen_research.registry import METRICS
 
 
-class FidelityDiversity(Metric):
+class FidelityDiversity(StoredFeatures):
     """Keeps all real and generated features (gathered across processes); compute -> the four PRDC numbers."""
 
-    full_state_update = False
     higher_is_better = True
 
     def __init__(self, nearest_k: int = 5, **kwargs) -> None:
         super().__init__(**kwargs)
         self.nearest_k = nearest_k
-        self.add_state("real_features", [], dist_reduce_fx="cat")
-        self.add_state("fake_features", [], dist_reduce_fx="cat")
-
-    def update(self, features: Tensor, real: bool) -> None:
-        (self.real_features if real else self.fake_features).append(features.detach().float())
 
     def compute(self) -> dict[str, Tensor]:
-        real, fake = state_cat(self, "real_features"), state_cat(self, "fake_features")
+        real, fake = self.stored()
         k = self.nearest_k
         if real.shape[0] <= k or fake.shape[0] <= k:
             raise GenResearchError(

@@ -38,9 +38,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor
-from gen_research.evaluation.specs._common import Spec, autograd_enabled, canonical_rows, distance_blocks, state_cat
+from gen_research.evaluation.specs._common import Spec, StoredFeaturesWithTrain, autograd_enabled, canonical_rows, distance_blocks
 from gen_research.registry import METRICS
 
 LEARNING_RATE = 0.5
@@ -126,29 +125,15 @@ def feature_likelihood_divergence(train: Tensor, test: Tensor, generated: Tensor
             "test_nll": test_nll, "train_nll": train_nll, "baseline_nll": baseline_nll}
 
 
-class FeatureLikelihood(Metric):
+class FeatureLikelihood(StoredFeaturesWithTrain):
     """Training, test and generated features (gathered across processes); compute -> fld and fld_gap."""
-
-    full_state_update = False
 
     def __init__(self, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.seed = seed
-        self.add_state("train_features", [], dist_reduce_fx="cat")
-        self.add_state("real_features", [], dist_reduce_fx="cat")
-        self.add_state("fake_features", [], dist_reduce_fx="cat")
-
-    def update(self, features: Tensor, real: bool = True, train: bool = False) -> None:
-        target = self.train_features if train else self.real_features if real else self.fake_features
-        target.append(features.detach().float())
 
     def compute(self) -> dict[str, float]:
-        train, real, fake = (state_cat(self, f"{s}_features") for s in ("train", "real", "fake"))
-        if min(train.shape[0], real.shape[0], fake.shape[0]) < 2:
-            raise GenResearchError(
-                "metric 'fld' needs training, test (reference) and generated images (at least 2 each); got "
-                f"{train.shape[0]} training, {real.shape[0]} test and {fake.shape[0]} generated"
-            )
+        train, real, fake = self.three_sets("fld", heldout="test (reference)")
         values = feature_likelihood_divergence(train, real, fake, self.seed)
         if values["fld_gap"] < -1000:
             warnings.warn(f"fld_gap = {values['fld_gap']:.0f}: the generated samples are likely copies of "

@@ -33,9 +33,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import EvalOptions, FeatureExtractor
-from gen_research.evaluation.specs._common import Spec, distance_blocks, nearest_distances, state_cat
+from gen_research.evaluation.specs._common import Spec, StoredFeaturesWithTrain, distance_blocks, nearest_distances
 from gen_research.registry import METRICS
 
 COPY_PERCENTILE = 0.05
@@ -87,29 +86,15 @@ def authenticity(train: Tensor, generated: Tensor) -> Tensor:
     return (generated_d > own[position]).double().mean()
 
 
-class Memorization(Metric):
+class Memorization(StoredFeaturesWithTrain):
     """Training, held-out and generated features (gathered across processes); compute -> four memorization numbers."""
-
-    full_state_update = False
 
     def __init__(self, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.seed = seed
-        self.add_state("train_features", [], dist_reduce_fx="cat")
-        self.add_state("real_features", [], dist_reduce_fx="cat")
-        self.add_state("fake_features", [], dist_reduce_fx="cat")
-
-    def update(self, features: Tensor, real: bool = True, train: bool = False) -> None:
-        target = self.train_features if train else self.real_features if real else self.fake_features
-        target.append(features.detach().float())
 
     def compute(self) -> dict[str, Tensor]:
-        train, real, fake = (state_cat(self, f"{s}_features") for s in ("train", "real", "fake"))
-        if min(train.shape[0], real.shape[0], fake.shape[0]) < 2:
-            raise GenResearchError(
-                "metric 'memorization' needs training, held-out real and generated images (at least 2 each); got "
-                f"{train.shape[0]} training, {real.shape[0]} held-out and {fake.shape[0]} generated"
-            )
+        train, real, fake = self.three_sets("memorization")
         real_d, fake_d = nearest_distances(real, train), nearest_distances(fake, train)
         threshold = torch.quantile(real_d, COPY_PERCENTILE)
         zu = data_copying_statistic(
