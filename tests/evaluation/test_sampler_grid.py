@@ -95,6 +95,7 @@ def test_contradicting_options_fail_before_anything_is_loaded(tmp_path, capsys):
     assert "samples a checkpoint" in error("--real", "a", "--fake", "b", "--samplers", "ddim")
     assert "--eta only apply to the sampler sweep" in error(*ckpt, "--eta", "0.5")
     assert "writes sweep.json" in error(*ckpt, "--steps", "4", "--json", "x.json")
+    assert "--plots is for a single evaluation" in error(*ckpt, "--steps", "4", "--plots", "p")
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("mine")

@@ -58,3 +58,13 @@ def test_compare_takes_no_evaluation_arguments(folders, workdir, capsys):
     assert "--compare only reads result files" in capsys.readouterr().err
     assert run_in_process("evaluate", "--real", str(folders / "real"), "--fake", str(folders / "a"), "--force") == 2
     assert "--force applies to --compare only" in capsys.readouterr().err
+
+
+def test_plots_of_the_metrics_curves(folders, workdir, capsys):
+    plots = workdir / "plots"
+    args = ["evaluate", "--real", str(folders / "real"), "--fake", str(folders / "a"), "--metrics", "fid_infinity,alpha_beta",
+            "--no-cache", "--plots", str(plots)]
+    assert run_in_process(*args) == 0
+    assert sorted(p.name for p in plots.iterdir()) == ["alpha_precision_curve-pixels.png", "fid_vs_n-pixels.png"]
+    assert run_in_process(*args) == 2  # never over earlier plots
+    assert "holds files" in capsys.readouterr().err

@@ -63,6 +63,8 @@ def check_grid_arguments(args: argparse.Namespace, folder_mode: bool, what: str,
         raise GenResearchError(f"{what} samples a checkpoint: pass --config EXP --ckpt_path CKPT instead of --real/--fake")
     if args.json:
         raise GenResearchError(f"--json is for a single evaluation; {what} writes {table} into its output folder (--out)")
+    if getattr(args, "plots", None):
+        raise GenResearchError(f"--plots is for a single evaluation; {what} draws its own plots into its output folder (--out)")
     if args.out and Path(args.out).exists() and (not Path(args.out).is_dir() or any(Path(args.out).iterdir())):
         raise GenResearchError(f"--out {args.out} is not an empty folder; pass a new one (results are never overwritten)")
 
