@@ -53,7 +53,8 @@ def measure(experiment: str, run_dir: Path, out: Path) -> dict:
     if experiment in RESIZED:
         common += ["--resize", str(RESIZED[experiment])]
     run("evaluate", *common, "--metrics", metrics, "--json", str(result))
-    row = {"experiment": experiment, "checkpoint": str(ckpt), **json.loads(result.read_text())}
+    numbers = {k: v for k, v in json.loads(result.read_text()).items() if k != "provenance"}  # the metrics; provenance stays in the file
+    row = {"experiment": experiment, "checkpoint": str(ckpt), **numbers}
     if experiment in PSI_SWEEPS:
         sweep = out / f"{experiment}-psi"
         run("evaluate", *common, "--metrics", "fid,precision,recall", "--truncation-psis", PSI_SWEEPS[experiment], "--out", str(sweep))

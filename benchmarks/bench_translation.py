@@ -89,7 +89,7 @@ def measure(name: str, run_dir: Path, out: Path) -> dict:
         subprocess.run([sys.executable, "-m", "gen_research", "evaluate", "--config", f"experiments/{experiment}.yaml", "--ckpt_path", str(ckpt),
                         "--split", "test", *extractor, "--metrics", metrics, "--seed", "0", "--kid-subset-size", "100",
                         "--kid-subsets", "50", "--json", str(result)], cwd=REPO, check=True)
-        row.update({k: v for k, v in json.loads(result.read_text()).items() if not k.startswith("sampling/")})
+        row.update({k: v for k, v in json.loads(result.read_text()).items() if not k.startswith("sampling/") and k != "provenance"})
     grids = sorted((run_dir / "samples").glob("*translations*.png")) if (run_dir / "samples").is_dir() else []
     row["last_translation_grid"] = str(grids[-1]) if grids else None
     return row

@@ -26,10 +26,10 @@ def recording(out_dir: Path):
     fakes: list[torch.Tensor] = []
     calls = [0]
 
-    def add_images(self, images, role, labels=None, texts=None):
+    def add_images(self, images, role, *args, **kwargs):
         if role == "fake":
             fakes.append(images.detach().cpu().clone())
-        return original_add(self, images, role, labels, texts)
+        return original_add(self, images, role, *args, **kwargs)
 
     def evaluate(self, trainer, pl_module):
         fakes.clear()

@@ -116,6 +116,7 @@ def test_evaluate_a_gan_checkpoint(trained, monkeypatch):
     assert run_in_process("evaluate", *GAN, "--ckpt_path=last", "--metrics=fid,precision,recall",
                           "--features=pixels", "--num-images=64", "--batch-size=32", f"--json={results}") == 0
     numbers = json.loads(results.read_text())
+    assert numbers.pop("provenance")["num_generated"] == 64  # what they were measured with, beside the numbers
     assert {"fid/pixels", "precision/pixels", "recall/pixels"} <= set(numbers)
     assert all(isinstance(v, float) for v in numbers.values()) and numbers["fid/pixels"] > 0
 

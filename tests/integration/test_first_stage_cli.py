@@ -126,6 +126,7 @@ def test_evaluate_a_vq_checkpoint_on_reconstruction_pairs(vq_run, monkeypatch):
     assert run_in_process("evaluate", *VQ, "--ckpt_path", ckpt, "--features", "pixels", "--metrics", "ssim,psnr",
                           "--split", "test", "--batch-size", "64", "--json", "pairs.json") == 0
     numbers = json.loads((root / "pairs.json").read_text())
+    assert numbers.pop("provenance")["sampling"]["mode"] == "reconstructions"
     assert set(numbers) == {"ssim/pixels", "psnr/pixels"}
     assert 5.0 < numbers["psnr/pixels"] < 60.0 and 0.0 < numbers["ssim/pixels"] <= 1.0
     # rFID: the reconstructions of the split are the generated set of a model that only reconstructs.
@@ -165,6 +166,7 @@ def test_bench_first_stage_reports_psnr_ssim_and_rfid_of_a_tiny_mnist5k_checkpoi
     printed = capsys.readouterr().out
     summary = json.loads((workdir / "bench" / "summary.json").read_text())
     evaluated = json.loads((workdir / "bench" / "evaluate.json").read_text())
+    assert evaluated.pop("provenance")["num_reference"] == 48
     assert set(evaluated) == {"fid/classifier-mnist5k", "ssim/pixels", "psnr/pixels"}
     assert summary["rfid"] == evaluated["fid/classifier-mnist5k"] > 0  # 2 steps: blurry, far from the test images
     assert summary["psnr"] == evaluated["psnr/pixels"] and summary["ssim"] == evaluated["ssim/pixels"]

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from gen_research.errors import GenResearchError
+from gen_research.evaluation.provenance import differences
 from gen_research.models.contract import Generates, Quantizes, Reconstructs, can, check_sampling_options
 from gen_research.models.vqvae import VQPrior, VQVAE
 from gen_research.models.vqvae.prior import top_k_logits
@@ -103,5 +104,7 @@ def test_sample_and_evaluate_commands(tiny_prior_run, vq_root, capsys):
     assert run(*args, "--json", str(vq_root / "e1.json")) == 0
     assert run(*args, "--json", str(vq_root / "e2.json"), "--top-k", "2") == 0
     first, second = (json.loads((vq_root / name).read_text()) for name in ("e1.json", "e2.json"))
+    # the provenance of the two tells them apart by the one setting that differs (evaluate --compare would refuse)
+    assert [field for field, _, _ in differences(first.pop("provenance"), second.pop("provenance"))] == ["sampling.top_k"]
     assert first["sampling/temperature"] == 1.0 and first["sampling/top_k"] == 0 and second["sampling/top_k"] == 2
     assert first["fid/pixels"] > 0 and first["fid/pixels"] != second["fid/pixels"]
