@@ -177,14 +177,16 @@ def rate_command(argv: list[str]) -> int:
     if not args.no_browser:
         _open_browser(server.url)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    # Ctrl-C and SIGTERM both stop the server cleanly, whatever handlers the process had (a host program or a library
+    # may have replaced or ignored SIGINT); the previous handlers come back afterwards.
+    previous = {number: signal.signal(number, _interrupt) for number in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         server.server_close()
         store.close()
         print()

@@ -13,6 +13,10 @@ import pytest
 from gen_research.commands.main import main
 from tests.rating.helpers import get_json, post_answer, request
 
+# A server that missed its Ctrl-C would wait forever: fail instead. (Lightning sets SIGINT to SIG_IGN in-process after a
+# KeyboardInterrupt in fit; `rate` installs its own handler for that reason, and this suite's earlier tests cause it.)
+pytestmark = pytest.mark.timeout(300)
+
 
 def _free_port() -> int:
     with socket.socket() as probe:
