@@ -161,7 +161,6 @@ def evaluate_command(argv: list[str]) -> int:
     import torch
     from tqdm import tqdm
 
-    from gen_research.evaluation.base import EvalOptions
     from gen_research.evaluation.evaluator import Evaluator, parse_metric_names
     from gen_research.registry import FEATURES, load_builtins
 
