@@ -61,7 +61,7 @@ class EvalOptions:
     alpha_steps: int = 30
     alpha_embedding: str = "features"
     vendi_q: float = 1.0  # order of the Vendi score's Renyi entropy (1: Shannon, the paper's default)
-    critic_epochs: int = 100  # nnd: epochs of the real-vs-generated critic over its training half
+    critic_epochs: int = 100  # nnd: at most this many epochs of the real-vs-generated critic (early-stopped, specs/critic.py)
     fid_infinity_points: int = 15  # fid_infinity: FID at this many N, evenly spaced in 1/N (Chong & Forsyth 2020)
     fid_infinity_min_fraction: float = 0.1  # smallest N as a fraction of the generated set (the paper: 5k of 50k)
 

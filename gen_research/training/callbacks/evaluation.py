@@ -84,6 +84,7 @@ class EvaluationCallback(Callback):
         self.history: list[dict[str, float]] = []
         self._fingerprints: dict[str, str | None] = {}
         self.provenance: dict[str, Any] | None = None  # what the logged numbers were measured with (logged once as hyperparameters)
+        self._first_evaluation: tuple[Evaluator, Feeder] | None = None  # kept until its provenance is recorded
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Every problem of this evaluation, reported before the first training step (not after an epoch):
@@ -153,12 +154,16 @@ class EvaluationCallback(Callback):
         # Evaluation must not move the global (training, checkpointed) random stream: its first run builds the
         # reference set through DataLoaders whose iterators draw a seed from it, so a resumed run (which builds it
         # at another epoch) would continue training on another stream.
+        # (The provenance's fingerprint may read the reference set through a DataLoader too: inside the same fork.)
         with torch.random.fork_rng(devices=_cuda_devices(pl_module)):
             results = self.evaluate(trainer, pl_module)
+            first = self.provenance is None and self._first_evaluation is not None
+            if first:  # from the first evaluation's own evaluator and feeder
+                self.provenance = self._provenance(trainer, pl_module, *self._first_evaluation)
+                self._first_evaluation = None
         self._last_step = trainer.global_step
         self.history.append({"step": trainer.global_step, **results})
-        if self.provenance is None:
-            self.provenance = self._provenance(trainer, pl_module)
+        if first:
             for logger in trainer.loggers:  # W&B: the run's config; CSV: hparams.yaml (rank zero only, Lightning's loggers)
                 logger.log_hyperparams({"evaluation_provenance": self.provenance})
         for key, value in results.items():
@@ -180,17 +185,18 @@ class EvaluationCallback(Callback):
             for chunk in batched(shard(outputs, rank, world), 1000):
                 evaluator.add_outputs(chunk, role)
         feeder.feed(evaluator, rank, world)
+        if self.provenance is None:
+            self._first_evaluation = (evaluator, feeder)
         return evaluator.compute()
 
-    def _provenance(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        """What this callback's numbers are measured with (gen_research.evaluation.provenance): the same record as
-        ``evaluate --json`` writes, so a run's logged FID can be checked against a later evaluation."""
+    def _provenance(self, trainer: pl.Trainer, pl_module: pl.LightningModule, evaluator: Evaluator, feeder: Feeder) -> dict[str, Any]:
+        """What this callback's numbers are measured with (gen_research.evaluation.provenance), from the evaluation's own
+        evaluator and feeder: the same record as ``evaluate --json`` writes, so a run's logged FID can be checked
+        against a later evaluation."""
         from gen_research.evaluation.provenance import build_provenance
         from gen_research.models.contract import ModelFamily
 
         datamodule = trainer.datamodule
-        evaluator = Evaluator(self._extractor, self.metrics, self.options, device="cpu")
-        feeder = self._feeder(pl_module, getattr(datamodule, f"{self.split}_set"), evaluator.needs_labels, evaluator.needs_conditions)
         reference = {"dataset": _data_key(datamodule), "split": self.split, "num_images": feeder.num_reference, "preprocessing": "datamodule",
                      "fingerprint": self._fingerprints.get("real") or dataset_fingerprint(feeder.reference_set, feeder.num_reference)}
         defaults = pl_module.sampling_defaults() if isinstance(pl_module, ModelFamily) else {}
