@@ -1,11 +1,13 @@
 """The shared base of every data module: seeded splits, [-1, 1] images, named batch fields, resumable order, seeded
-flips and random crops."""
+flips and random crops, and how batches are loaded (batched indexing of in-memory sets, optionally on the training
+device; worker and pinning defaults)."""
 
 from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import Any, Literal, NoReturn
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -14,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from gen_research.data.batch import IMAGE_FIELDS, collate_fields
 from gen_research.data.datasets import split_indices
+from gen_research.data.in_memory import DATA_ON_DEVICE_MAX_BYTES, batched_view, stored_bytes
 from gen_research.data.resumable_order import ResumableOrder
 from gen_research.data.transforms import augment_fields, center_crop_item, flip_seed, output_shape
 from gen_research.errors import GenResearchError
@@ -42,6 +45,37 @@ class CenterCropped(Dataset):
         return center_crop_item(self.dataset[index], IMAGE_FIELDS, self.size)
 
 
+#: Most DataLoader worker processes the ``num_workers: null`` default starts for data read per item (files).
+MAX_DEFAULT_WORKERS = 4
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(in_memory: bool) -> int:
+    """``num_workers: null``: 0 for in-memory sets (a batch is one tensor index, microseconds: a worker would only
+    add the pickling of every batch through a pipe), else ``min(4, cpus - 1)`` for data decoded per item (one core
+    stays with the training step; 0 on a 1-core machine). docs/results.md (data-loading) has the measurements."""
+    return 0 if in_memory else max(0, min(MAX_DEFAULT_WORKERS, available_cpus() - 1))
+
+
+@dataclass(frozen=True)
+class Loading:
+    """How one loader is built, resolved from the module's options, its dataset and the training device."""
+
+    dataset: Dataset  # the split itself, or a BatchedView of it (batches by one index, maybe on the device)
+    num_workers: int
+    pin_memory: bool
+    persistent_workers: bool
+    on_device: bool  # the stored tensors were copied to the training device (CUDA)
+    batched: bool  # batches are gathered by one index (BatchedView) instead of per-item __getitem__ + collate
+
+
 def _is_fitting(trainer: Any) -> bool:
     state = getattr(trainer, "state", None)
     return trainer is not None and getattr(state, "fn", None) == "fit"  # TrainerFn is a str enum
@@ -61,9 +95,18 @@ class ImageDataModule(LightningDataModule):
             "resize 286, random crop 256"); validation, test and predict images take the centred square instead.
         random_flip: flip training images horizontally with probability 0.5 (seeded, reproducible).
         holdout_class: leave this class out of train and val (anomaly detection); test keeps it.
-        num_workers: DataLoader worker processes.
-        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
-        persistent_workers: keep workers alive between epochs (only used when num_workers > 0).
+        num_workers: DataLoader worker processes; null (default): 0 for in-memory sets (their batches are one tensor
+            index), ``min(4, cpus - 1)`` for data decoded per item (image files), see :func:`default_workers`.
+        pin_memory: pin batches in page-locked memory (asynchronous host-to-GPU copies); null (default): true exactly
+            when the training device is CUDA and the data is not held there already.
+        persistent_workers: keep workers alive between epochs (only used when num_workers > 0); null (default): true
+            whenever there are workers (no re-spawn, and no re-pickling of the dataset, every epoch).
+        data_on_device: hold an in-memory set's tensors on the training device, so that batches are gathered there
+            with no host-to-device copy. ``auto`` (default): when training on CUDA, the set is in memory, its stored
+            tensors take at most ``DATA_ON_DEVICE_MAX_BYTES`` (512 MiB; every DDP rank holds its own copy) and
+            num_workers is 0 or null; ``true``: whatever its size (an error for data read from files, or with
+            workers); ``false``: never. On CPU there is nothing to move. The sample order, the DDP share of each
+            rank and mid-epoch resume are those of the host path (the same sampler picks the indices).
     """
 
     #: Name used in error messages; subclasses set their registered name.
@@ -83,10 +126,11 @@ class ImageDataModule(LightningDataModule):
         center_crop: int | None = None,
         random_flip: bool = False,
         holdout_class: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
         random_crop: int | None = None,
+        data_on_device: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__()
         self._check_positive("batch_size", batch_size)
@@ -94,8 +138,13 @@ class ImageDataModule(LightningDataModule):
         for name, value in (("resize", resize), ("center_crop", center_crop), ("random_crop", random_crop)):
             if value is not None:
                 self._check_positive(name, value)
-        if num_workers < 0:
+        if num_workers is not None and num_workers < 0:
             self._fail(f"num_workers must be >= 0, got {num_workers}", "num_workers")
+        if data_on_device not in (True, False, "auto"):
+            self._fail(f"data_on_device must be auto, true or false, got {data_on_device!r}", "data_on_device")
+        if data_on_device is True and num_workers:
+            self._fail(f"data_on_device=true gathers batches on the GPU in this process; it cannot run in "
+                       f"{num_workers} worker processes: set num_workers to 0", "num_workers")
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.split_seed = split_seed
@@ -107,6 +156,10 @@ class ImageDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.data_on_device = data_on_device
+        #: Draw batches of in-memory sets by one tensor index (BatchedView); False: per item + collate (the old path,
+        #: kept for comparisons: benchmarks/perf/data_loading.py).
+        self.batched_indexing = True
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -203,18 +256,44 @@ class ImageDataModule(LightningDataModule):
         return self._loader(self._dataset("test"))
 
     def _loader(self, dataset: Dataset, sampler: ResumableOrder | None = None) -> DataLoader:
+        loading = self.loading(dataset)
         return DataLoader(
-            dataset,
+            loading.dataset,
             batch_size=self.batch_size,
             sampler=sampler,
             shuffle=False,
             collate_fn=collate_fields,  # (image, label) or dict items -> one dict of named fields
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            num_workers=loading.num_workers,
+            pin_memory=loading.pin_memory,
+            persistent_workers=loading.persistent_workers,
             # Iterator creation draws a base seed; a private generator keeps the global RNG untouched.
             generator=torch.Generator().manual_seed(global_seed()),
         )
+
+    def training_device(self) -> torch.device:
+        """The device this process trains on (the trainer's root device; under DDP this rank's), CPU without one."""
+        device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
+        return device if isinstance(device, torch.device) else torch.device("cpu")
+
+    def loading(self, dataset: Dataset) -> Loading:
+        """How a loader over ``dataset`` is built: batched indexing when its batches can be gathered from stored
+        tensors, the data on the device per ``data_on_device``, and the worker / pinning defaults."""
+        device = self.training_device()
+        size = stored_bytes(dataset)  # None: not gathered from stored tensors (files, per-item rendering)
+        if self.data_on_device is True and size is None:
+            self._fail(f"data_on_device=true needs data held in memory; {type(dataset).__name__} reads its items one "
+                       "by one (files, per-item rendering): set it to auto or false", "data_on_device")
+        on_device = device.type == "cuda" and size is not None and (
+            self.data_on_device is True
+            or (self.data_on_device == "auto" and not self.num_workers and size <= DATA_ON_DEVICE_MAX_BYTES)
+        )
+        view = batched_view(dataset, device if on_device else None) if on_device or (size is not None and self.batched_indexing) else None
+        workers = self.num_workers if self.num_workers is not None else default_workers(in_memory=size is not None)
+        workers = 0 if on_device else workers  # (data_on_device=true with workers was refused in __init__)
+        pin = self.pin_memory if self.pin_memory is not None else device.type == "cuda"
+        persistent = workers > 0 and (self.persistent_workers is None or self.persistent_workers)
+        return Loading(dataset=view if view is not None else dataset, num_workers=workers, pin_memory=pin and not on_device,
+                       persistent_workers=persistent, on_device=on_device, batched=view is not None)
 
     def _dataset(self, split: str) -> Dataset:
         dataset = getattr(self, f"{split}_set")

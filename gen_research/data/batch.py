@@ -25,6 +25,11 @@ IMAGE_FIELDS = ("image", "source", "target")
 Batch = dict[str, Any]
 
 
+class FieldBatch(dict):
+    """A batch gathered whole by a dataset's ``__getitems__`` (gen_research/data/in_memory.py): already collated,
+    so :func:`collate_fields` passes it through (as a plain dict) instead of stacking items."""
+
+
 def as_fields(item: Any) -> dict[str, Any]:
     """One dataset item (or one collated batch) as a dict of named fields."""
     if isinstance(item, Mapping):
@@ -38,6 +43,8 @@ def as_fields(item: Any) -> dict[str, Any]:
 
 def collate_fields(items: Sequence[Any]) -> Batch:
     """Stack dataset items (dicts, ``(image, label)`` tuples or bare images) into a dict batch (``collate_fn``)."""
+    if isinstance(items, FieldBatch):
+        return dict(items)
     return as_fields(default_collate(list(items)))
 
 
@@ -50,4 +57,4 @@ def batch_length(batch: Mapping[str, Any]) -> int:
     raise ValueError(f"a batch needs one of the image fields {', '.join(IMAGE_FIELDS)}; it has {', '.join(batch)}")
 
 
-__all__ = ["IMAGE_FIELDS", "TUPLE_ITEM_FIELDS", "Batch", "as_fields", "batch_length", "collate_fields"]
+__all__ = ["IMAGE_FIELDS", "TUPLE_ITEM_FIELDS", "Batch", "FieldBatch", "as_fields", "batch_length", "collate_fields"]

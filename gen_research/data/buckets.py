@@ -143,8 +143,9 @@ class BatchFetch(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, indices: list[int]) -> list[Any]:
-        return [self.dataset[i] for i in indices]
+    def __getitem__(self, indices: list[int]) -> Any:
+        fetch = getattr(self.dataset, "__getitems__", None)  # a whole batch at once (data/in_memory.py), as DataLoader
+        return fetch(list(indices)) if callable(fetch) else [self.dataset[i] for i in indices]
 
 
 def bucket_ids(dataset: Dataset) -> list[int]:

@@ -161,9 +161,9 @@ class CaptionFolder(CaptionedDataModule):
         resize: int | None = None,
         center_crop: int | None = None,
         random_flip: bool = False,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
     ) -> None:
         super().__init__(
             caption_dropout=caption_dropout, buckets=buckets, batch_size=batch_size, val_fraction=val_fraction,

@@ -97,8 +97,9 @@ class CaptionedDataModule(ImageDataModule):
         return self._bucket_loader(dataset, BucketBatchOrder(bucket_ids(dataset), self.batch_size, world, rank, shuffle=False))
 
     def _bucket_loader(self, dataset: Dataset, order: BucketBatchOrder) -> DataLoader:
-        return bucket_loader(dataset, order, collate_fields, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                             persistent_workers=self.persistent_workers and self.num_workers > 0,
+        loading = self.loading(dataset)  # batched indexing / data on the device / worker defaults, as base.py
+        return bucket_loader(loading.dataset, order, collate_fields, num_workers=loading.num_workers,
+                             pin_memory=loading.pin_memory, persistent_workers=loading.persistent_workers,
                              generator=torch.Generator().manual_seed(global_seed()))
 
     # ---- caption dropout ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import colorsys
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -220,14 +220,15 @@ class CaptionedDigits(CaptionedDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         random_flip: bool = False,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        data_on_device: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__(
             caption_dropout=caption_dropout, buckets=buckets, batch_size=batch_size, val_fraction=val_fraction,
             split_seed=split_seed, random_flip=random_flip, num_workers=num_workers, pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
+            persistent_workers=persistent_workers, data_on_device=data_on_device,
         )  # fmt: skip
         if image_size < 8:
             self._fail(f"image_size must be >= 8, got {image_size}", "image_size")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import torch
 
@@ -42,14 +43,16 @@ class _EmbeddedData(ImageDataModule):
         center_crop: int | None = None,
         random_flip: bool = False,
         holdout_class: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        data_on_device: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__(
             batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed, resize=resize,
             center_crop=center_crop, random_flip=random_flip, holdout_class=holdout_class,
             num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
+            data_on_device=data_on_device,
         )  # fmt: skip
         self._check_fraction("test_fraction", test_fraction)
         self.test_fraction = test_fraction

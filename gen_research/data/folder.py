@@ -69,9 +69,9 @@ class ImageFolderData(ImageDataModule):
         center_crop: int | None = None,
         random_flip: bool = False,
         holdout_class: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed, resize=resize,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 import torchvision.datasets as tvd
@@ -99,14 +99,16 @@ class _InMemoryTorchvision(_TorchvisionData):
         center_crop: int | None = None,
         random_flip: bool = False,
         holdout_class: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        data_on_device: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__(
             root=root, download=download, batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed,
             resize=resize, center_crop=center_crop, random_flip=random_flip, holdout_class=holdout_class,
             num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
+            data_on_device=data_on_device,
         )  # fmt: skip
 
     def _make(self, root: str, download: bool, **kwargs: Any) -> Dataset:
@@ -191,9 +193,9 @@ class CelebAData(_TorchvisionData):
         center_crop: int | None = 64,
         random_flip: bool = False,
         holdout_class: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
     ) -> None:
         super().__init__(
             root=root, download=download, batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed,

@@ -13,6 +13,7 @@ private torch generators (no global RNG), identically on every run; ``split_seed
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -156,13 +157,15 @@ class _DerivedDigits(ImageDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         random_flip: bool = False,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        data_on_device: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__(
             batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed, random_flip=random_flip,
             num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
+            data_on_device=data_on_device,
         )  # fmt: skip
         self._check_fraction("test_fraction", test_fraction)
         self.test_fraction = test_fraction
@@ -200,13 +203,15 @@ class EdgesToDigits(_DerivedDigits):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         random_flip: bool = False,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        data_on_device: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__(
             test_fraction=test_fraction, batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed,
             random_flip=random_flip, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
+            data_on_device=data_on_device,
         )  # fmt: skip
         if not 0 < edge_threshold < 1:
             self._fail(f"edge_threshold must be in (0, 1), got {edge_threshold}", "edge_threshold")
@@ -248,13 +253,15 @@ class DigitsToColour(_DerivedDigits):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         random_flip: bool = False,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        data_on_device: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__(
             test_fraction=test_fraction, batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed,
             random_flip=random_flip, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
+            data_on_device=data_on_device,
         )  # fmt: skip
         if eval_direction not in DIRECTIONS:
             self._fail(f"eval_direction must be one of {', '.join(DIRECTIONS)}, got {eval_direction!r}", "eval_direction")
@@ -303,13 +310,15 @@ class DigitDomains(_DerivedDigits):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         random_flip: bool = False,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        data_on_device: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__(
             test_fraction=test_fraction, batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed,
             random_flip=random_flip, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
+            data_on_device=data_on_device,
         )  # fmt: skip
         if not 2 <= num_domains <= len(STYLES):
             self._fail(f"num_domains must be 2 to {len(STYLES)} (the styles {', '.join(STYLES)}), got {num_domains}",

@@ -108,9 +108,9 @@ class PairedFolderData(_TranslationFolderData):
         center_crop: int | None = None,
         random_crop: int | None = None,
         random_flip: bool = False,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed, resize=resize,
@@ -203,9 +203,9 @@ class UnpairedFolderData(_TranslationFolderData):
         center_crop: int | None = None,
         random_crop: int | None = None,
         random_flip: bool = False,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed, resize=resize,
@@ -303,9 +303,9 @@ class MultiDomainFolderData(_TranslationFolderData):
         center_crop: int | None = None,
         random_crop: int | None = None,
         random_flip: bool = False,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size, val_fraction=val_fraction, split_seed=split_seed, resize=resize,
