@@ -15,7 +15,6 @@ import difflib
 import importlib
 import os
 import re
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
 from gen_research.errors import GenResearchError
@@ -23,15 +22,43 @@ from gen_research.errors import GenResearchError
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
 class Entry:
-    name: str
-    obj: Any
-    description: str
+    """A registered name: the object, its description, and where it lives.
+
+    An entry read from the index of built-ins (gen_research/registry_index.py) knows its module and qualified name
+    but has not imported them: ``obj`` imports the module on first use, so listing names and resolving short names
+    in a config cost no import of torch, lightning or a family."""
+
+    __slots__ = ("name", "description", "_obj", "_module", "_qualname")
+
+    def __init__(self, name: str, obj: Any, description: str, module: str | None = None, qualname: str | None = None) -> None:
+        self.name, self.description, self._obj = name, description, obj
+        self._module = module if module is not None else getattr(obj, "__module__", None)
+        self._qualname = qualname if qualname is not None else getattr(obj, "__qualname__", None)
+
+    @classmethod
+    def indexed(cls, name: str, module: str, qualname: str, description: str) -> Entry:
+        return cls(name, _NOT_IMPORTED, description, module, qualname)
+
+    @property
+    def imported(self) -> bool:
+        return self._obj is not _NOT_IMPORTED
+
+    @property
+    def obj(self) -> Any:
+        if self._obj is _NOT_IMPORTED:
+            value: Any = importlib.import_module(self._module)
+            for part in self._qualname.split("."):
+                value = getattr(value, part)
+            self._obj = value
+        return self._obj
 
     @property
     def class_path(self) -> str:
-        return f"{self.obj.__module__}.{self.obj.__qualname__}"
+        return f"{self._module}.{self._qualname}"
+
+
+_NOT_IMPORTED = object()
 
 
 def _first_doc_line(obj: Any) -> str:
@@ -57,10 +84,18 @@ class Registry:
         return decorate
 
     def add(self, name: str, obj: Any, description: str | None = None) -> None:
+        entry = Entry(name, obj, description or _first_doc_line(obj))
         existing = self._entries.get(name)
-        if existing is not None and existing.obj is not obj:
-            raise ValueError(f"{self.kind} name {name!r} is already registered to {existing.class_path}")
-        self._entries[name] = Entry(name, obj, description or _first_doc_line(obj))
+        if existing is not None:
+            same = existing.obj is obj if existing.imported else existing.class_path == entry.class_path
+            if not same:
+                raise ValueError(f"{self.kind} name {name!r} is already registered to {existing.class_path}")
+        self._entries[name] = entry
+
+    def add_indexed(self, name: str, module: str, qualname: str, description: str) -> None:
+        """A built-in entry from the index (gen_research/registry_index.py), imported when first used."""
+        if name not in self._entries:
+            self._entries[name] = Entry.indexed(name, module, qualname, description)
 
     def get(self, name: str) -> Any:
         return self.entry(name).obj
@@ -91,7 +126,8 @@ class Registry:
     def name_of(self, obj: Any) -> str | None:
         """The registered name of ``obj`` (a class or instance), if any."""
         cls = obj if isinstance(obj, type) else type(obj)
-        return next((e.name for e in self._entries.values() if e.obj is cls), None)
+        path = f"{cls.__module__}.{cls.__qualname__}"
+        return next((e.name for e in self._entries.values() if (e.obj is cls if e.imported else e.class_path == path)), None)
 
 
 MODELS = Registry("model", "LightningModules, one per model family")
@@ -107,7 +143,8 @@ REGISTRIES: dict[str, Registry] = {r.kind + "s": r for r in (MODELS, DATA, FEATU
 # Packages whose import runs the @register decorators. Registry -> packages is the one allowed direction.
 BUILTIN_PACKAGES = (
     "gen_research.sampling",
-    "gen_research.evaluation",
+    "gen_research.evaluation.extractors",
+    "gen_research.evaluation.specs",
     "gen_research.training.callbacks",
     "gen_research.training.loggers",
     "gen_research.config.presets",
@@ -135,15 +172,37 @@ def discover(package_name: str) -> list[str]:
 def load_builtins() -> None:
     """Fill every registry: the built-in packages, the discovered families and data modules, installed
     third-party families (entry points) and the modules named by ``$GEN_RESEARCH_IMPORTS``."""
+    import_builtin_packages()
+    import_third_party()
+
+
+def import_builtin_packages() -> None:
+    """Import gen_research's own registering packages (what the index of built-ins is built from)."""
     for package in BUILTIN_PACKAGES:
         importlib.import_module(package)
     for package in DISCOVERED_PACKAGES:
         discover(package)
+
+
+def import_third_party() -> None:
+    """Import the installed third-party families (entry points) and the modules of ``$GEN_RESEARCH_IMPORTS``."""
     from importlib.metadata import entry_points
 
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         import_user_modules((entry_point.value.partition(":")[0],), f"entry point {entry_point.name!r} ({ENTRY_POINT_GROUP})")
     import_user_modules(env_imports(), f"${IMPORTS_ENV}")
+
+
+def load_names() -> None:
+    """Fill every registry with names at once: from the index of built-ins (gen_research/registry_index.py) when it
+    matches the installed source, each entry importing its module when first used; third-party families and
+    ``$GEN_RESEARCH_IMPORTS`` are imported as by :func:`load_builtins`. Without a matching index this is
+    :func:`load_builtins` (correct, only slower: about 10 s on a 2-core CPU instead of a fraction of a second)."""
+    from gen_research.registry_index import fill_from_index
+
+    if not fill_from_index():
+        import_builtin_packages()
+    import_third_party()
 
 
 def import_user_modules(names: tuple[str, ...], where: str) -> None:

@@ -36,7 +36,7 @@ EVALUATE_EXCLUDED_OPTIONS = ("sampler", "steps", "guidance_scale", "eta", "input
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gen_research.evaluation.base import EvalOptions
+    from gen_research.evaluation.options import EvalOptions
 
     parser = OneLineArgumentParser(prog="python -m gen_research evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_argument_group("what to evaluate (one of the two forms)")
@@ -117,12 +117,12 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 
 def evaluate_command(argv: list[str]) -> int:
-    from gen_research.evaluation.sampler_grid import check_arguments, parse_axes, parse_truncation_psis
-
     from gen_research.commands.sampling_options import register_experiment_families
 
     register_experiment_families(argv)  # a family registered by the experiment's imports: brings its options
     args = build_parser().parse_args(argv)
+    from gen_research.evaluation.sampler_grid import check_arguments, parse_axes, parse_truncation_psis
+
     if args.compare:
         others = [flag for flag, value in (("--config", args.config), ("--ckpt_path", args.ckpt_path), ("--real", args.real),
                                            ("--fake", args.fake), ("--json", args.json)) if value]

@@ -27,7 +27,7 @@ from torch import Tensor
 from gen_research.errors import GenResearchError
 from gen_research.models.contract import LatentPrior, StyleSpace, can, conditioning_classes
 
-GRIDS = ("samples", "interpolation", "style-mixing", "arithmetic")
+from gen_research.commands.sample import GRIDS  # noqa: E402,F401  (one definition; sample --help needs it without torch)
 ARITHMETIC = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*\+\s*(\d+)\s*$")
 
 

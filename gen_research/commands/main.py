@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def list_command(args: list[str]) -> int:
-    from gen_research.registry import REGISTRIES, load_builtins
+    from gen_research.registry import REGISTRIES, load_names
 
-    load_builtins()
+    load_names()  # from the index of built-ins: nothing heavy is imported (tests/test_cli_startup.py)
     kinds = [*REGISTRIES, "samplers"]
     wanted = args or kinds
     for kind in wanted:
@@ -109,9 +109,9 @@ def list_command(args: list[str]) -> int:
 
 def _list_samplers() -> None:
     """What each family's ``--sampler`` accepts (declared by the family: gen_research/models/contract.py)."""
-    from gen_research.models.contract import sampler_table
+    from gen_research.registry_index import sampler_rows
 
-    table = sampler_table()
+    table = sampler_rows()
     print("samplers: what `sample --sampler` (and `evaluate --samplers`) accepts, per model family")
     width = max((len(f"{family}: {name}") for family, name, _ in table), default=0)
     for family, name, text in table:
@@ -123,9 +123,11 @@ def _list_samplers() -> None:
 def run_lightning(argv: list[str]) -> int:
     """Fit the stages a two-stage experiment names (gen_research/config/stages.py), then run the command itself."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the hub: nothing is downloaded at run time
-    from gen_research.registry import load_builtins
+    from gen_research.registry import load_names
 
-    load_builtins()
+    # Names only (the index of built-ins): the config's own errors are reported before torch and lightning are
+    # imported; jsonargparse imports the classes the config names, and a registry entry imports its module on use.
+    load_names()
     from gen_research.config.stages import stages_resolved
 
     with stages_resolved(argv, fit=run_lightning) as resolved:

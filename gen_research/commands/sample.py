@@ -22,8 +22,10 @@ from typing import Any
 from gen_research.errors import GenResearchError, OneLineArgumentParser
 
 
+GRIDS = ("samples", "interpolation", "style-mixing", "arithmetic")  # drawn by gen_research/commands/latent_grids.py
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from gen_research.commands.latent_grids import GRIDS
     from gen_research.commands.sampling_options import add_family_options
 
     parser = OneLineArgumentParser(prog="python -m gen_research sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -29,13 +29,13 @@ def register_experiment_families(argv: list[str]) -> None:
 
 def add_family_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> list[str]:
     """Add every registered family's declared options (except ``exclude``) to ``parser``; returns their names."""
-    from gen_research.models.contract import options_of_all_families
-    from gen_research.registry import load_builtins
+    from gen_research.registry import load_names
+    from gen_research.registry_index import family_options
 
-    load_builtins()  # every family's declarations, third-party ones included
+    load_names()  # every family's declarations, third-party ones included (built-ins from the index: no import)
     groups: dict[tuple[str, ...], Any] = {}
     names = []
-    for option, families in options_of_all_families():
+    for option, families in family_options():
         if option.name in exclude:
             continue
         key = tuple(families)
@@ -48,9 +48,9 @@ def add_family_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...]
 
 def check_given_values(args: argparse.Namespace, names: list[str]) -> None:
     """Each given value alone (type, range, choices), before a checkpoint is read."""
-    from gen_research.models.contract import options_of_all_families
+    from gen_research.registry_index import family_options
 
-    for option, _ in options_of_all_families():
+    for option, _ in family_options():
         if option.name in names and getattr(args, option.name) is not None:
             option.check(getattr(args, option.name))
 

@@ -114,13 +114,13 @@ def print_summary(sweep, leaderboard: Path, sweep_dir: Path) -> None:
 
 
 def sweep_command(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)  # before the imports below: --help answers at once
     from gen_research.launch.sweep.command import run_environment
     from gen_research.launch.sweep.experiment import check_against_experiment
     from gen_research.launch.sweep.runner import SweepRunner
     from gen_research.launch.sweep.search import Shard, make_search
     from gen_research.launch.sweep.spec import load_sweep_file
 
-    args = build_parser().parse_args(argv)
     sweep = load_sweep_file(Path(args.file))
     if args.count is not None and args.count < 1:
         raise GenResearchError(f"--count must be >= 1, not {args.count}")

@@ -1,6 +1,6 @@
 """Evaluation: feature extractors, metrics named after them, keyed reference statistics.
 
-Importing this package registers the extractors (FEATURES) and metrics (METRICS).
+Importing gen_research.evaluation.extractors and gen_research.evaluation.specs registers the extractors (FEATURES)
+and metrics (METRICS) (gen_research/registry.py: BUILTIN_PACKAGES); this package itself imports nothing, so that
+``evaluate --help`` (gen_research.evaluation.options) answers at once.
 """
-
-from gen_research.evaluation import extractors, specs  # noqa: F401  (registration)

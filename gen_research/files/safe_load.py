@@ -14,8 +14,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from gen_research.errors import GenResearchError
 
 # torch's weights-only unpickler names the object it refused: "Unsupported global: GLOBAL posix.system ...",
@@ -47,6 +45,8 @@ def load_plain(path: Path | str, what: str = "checkpoint", mmap: bool = False) -
     """``torch.load(path, weights_only=True)`` on CPU. A file needing pickled objects raises a one-line
     GenResearchError; other failures (truncated, not a torch file) propagate for the caller to describe."""
     try:
+        import torch  # here, not at the top: the CLI's start-up path imports this module (tests/test_cli_startup.py)
+
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         obj = refused_object(error)

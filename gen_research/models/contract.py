@@ -40,8 +40,6 @@ a mask, input images, a classifier), :meth:`ModelFamily.sampling_defaults` and :
 
 from __future__ import annotations
 
-import difflib
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from gen_research.errors import GenResearchError
+from gen_research.models.sampling_option import SamplingOption  # noqa: F401  (defined without torch: sample --help)
 
 #: The batch fields a data module may provide (a dict per batch, see gen_research/data/base.py):
 #:
@@ -65,57 +64,6 @@ from gen_research.errors import GenResearchError
 #: - ``original_size`` (h, w) and ``crop_coords`` (top, left): int64 [B, 2], the image's size before resizing and where it
 #:   was cropped (SDXL's micro-conditioning).
 BATCH_FIELDS = ("image", "label", "caption", "source", "target", "domain", "target_domain", "depth", "original_size", "crop_coords")
-
-
-@dataclass(frozen=True)
-class SamplingOption:
-    """One option of a family's ``sample``/``translate``: the keyword ``name`` (the flag is ``--name-with-dashes``).
-
-    ``default`` None means "the model's own default" (often a hyperparameter it was trained with); ``low``/``high``
-    bound numbers (inclusive unless ``*_inclusive`` is False); ``choices`` lists the allowed strings.
-    """
-
-    name: str
-    type: type = float
-    help: str = ""
-    default: Any = None
-    low: float | None = None
-    high: float | None = None
-    low_inclusive: bool = True
-    high_inclusive: bool = True
-    choices: tuple[str, ...] | None = None
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def check(self, value: Any) -> Any:
-        """``value`` converted to the option's type and within its range, else a one-line error."""
-        try:
-            if self.type is bool:  # bool("false") is True: read the words
-                words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-                converted = value if isinstance(value, bool) else words[str(value).strip().lower()]
-            else:
-                converted = self.type(value)
-            if self.type is int and converted != float(value):  # 2.5 is not silently 2
-                raise ValueError(value)
-        except (TypeError, ValueError, KeyError):
-            raise GenResearchError(f"{self.flag} {value!r}: must be a{'n' if self.type is int else ''} {self.type.__name__}") from None
-        if self.choices is not None and converted not in self.choices:
-            close = difflib.get_close_matches(str(converted), list(self.choices), n=3, cutoff=0.4)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise GenResearchError(f"{self.flag} {value!r} is unknown; {hint}choose one of {', '.join(self.choices)}")
-        if self.type in (int, float):
-            ok = math.isfinite(converted)
-            if ok and self.low is not None:
-                ok = converted >= self.low if self.low_inclusive else converted > self.low
-            if ok and self.high is not None:
-                ok = converted <= self.high if self.high_inclusive else converted < self.high
-            if not ok:
-                lo = "(-inf" if self.low is None else ("[" if self.low_inclusive else "(") + f"{self.low:g}"
-                hi = "inf)" if self.high is None else f"{self.high:g}" + ("]" if self.high_inclusive else ")")
-                raise GenResearchError(f"{self.flag} {value}: must be a finite number in {lo}, {hi}")
-        return converted
 
 
 @dataclass

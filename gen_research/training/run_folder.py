@@ -15,9 +15,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from gen_research.files.atomic import atomic_write_text, file_lock
 from gen_research.errors import GenResearchError
