@@ -7,8 +7,9 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: venv quickstart test test-fast test-slurm clean-runs
+.PHONY: venv quickstart test test-fast test-slurm bench clean-runs
 
 venv: $(STAMP)
 
@@ -33,6 +34,11 @@ test-fast: $(STAMP)
 # (tests/slurm/). Needs root and apt-get: elsewhere it prints SKIP, but fails under CI=true.
 test-slurm: $(STAMP)
 	PYTHON=$(abspath $(VENV_PYTHON)) tests/slurm/run_requeue_test.sh
+
+# Every speed figure of docs/results.md, measured side by side (benchmarks/run.py; under 30 minutes on 2 CPU cores):
+# JSON in benchmarks/out/bench-cpu.json, tables refreshed in docs/results.md. On a GPU machine: benchmarks/gpu_suite.sh.
+bench: $(STAMP)
+	$(VENV_PYTHON) benchmarks/run.py $(BENCH_ARGS)
 
 clean-runs:
 	rm -rf runs

@@ -4,6 +4,7 @@
     python benchmarks/run.py --sections knn,cli           # some sections
     python benchmarks/run.py --device cuda --out DIR      # on a GPU (benchmarks/gpu_suite.sh)
     python benchmarks/run.py --quick --no-docs            # tiny sizes: checks the machinery, measures nothing
+    python benchmarks/run.py --docs-from DIR/bench-cuda.json   # write a saved run's tables (the GPU suite's) into the docs
 
 Each section (benchmarks/perf/<name>.py) returns its measurements; they are written to ``<out>/bench-<device>.json``
 with the machine's description, and each section's tables replace their ``<!-- bench:NAME -->`` blocks in
@@ -17,6 +18,7 @@ import importlib
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ itself: harness, perf
@@ -37,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the machinery (implies --no-docs)")
     parser.add_argument("--pairs", type=int, default=3, help="rounds of A B A B per comparison (default 3)")
+    parser.add_argument("--docs-from", type=Path, help="write the tables of a saved results JSON into --docs; measure nothing")
     args = parser.parse_args(argv)
+    if args.docs_from:
+        return docs_from(args.docs_from, args.docs)
     if args.device == "cuda":
         import torch
 
@@ -54,11 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"bench-{args.device}{'-quick' if args.quick else ''}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     results["machine"] = info
+    failed = []
     for name in sections:
-        module = importlib.import_module(f"perf.{name}")
         start = time.perf_counter()
         print(f"== {name}", flush=True)
-        result = module.run(ctx)
+        try:
+            module = importlib.import_module(f"perf.{name}")
+            result = module.run(ctx)
+        except Exception:  # one broken section must not cost the others' measurements (the GPU suite runs once)
+            failed.append(name)
+            results[name] = {"machine": info, "error": traceback.format_exc()[-4000:]}
+            path.write_text(json.dumps(results, indent=1, default=str))
+            print(f"   {name} FAILED:\n{results[name]['error']}", file=sys.stderr, flush=True)
+            continue
         result["section_wall_s"] = time.perf_counter() - start
         results[name] = {"machine": info, **result}
         path.write_text(json.dumps(results, indent=1, default=str))  # after every section: a crash keeps the rest
@@ -66,7 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.quick or args.no_docs):
             written = refresh_docs(args.docs, module.tables(result, info))
             print(f"   docs: {', '.join(written)} in {args.docs}", flush=True)
-    print(f"results: {path}")
+    print(f"results: {path}" + (f"; FAILED sections: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def docs_from(results_path: Path, docs: Path) -> int:
+    """The tables of every section of a saved run (e.g. benchmarks/gpu_suite.sh's bench-cuda.json) into ``docs``."""
+    results = json.loads(results_path.read_text())
+    for name, result in results.items():
+        if name == "machine" or not isinstance(result, dict) or "error" in result:
+            continue
+        module = importlib.import_module(f"perf.{name}")
+        written = refresh_docs(docs, module.tables(result, result.get("machine", results["machine"])))
+        print(f"{name}: {', '.join(written)} in {docs}")
     return 0
 
 
