@@ -25,7 +25,7 @@ from gen_research.config.checks import check_run_config
 from gen_research.config.stages import config_digest
 from gen_research.errors import GenResearchError
 from gen_research.config.parser_errors import condense_parser_error, signature_keys
-from gen_research.config.precision import accept_auto_precision, resolve_auto_precision
+from gen_research.config.precision import accept_auto_precision, accept_tf32, resolve_auto_precision, resolve_tf32
 from gen_research.training.run_folder import (
     CHECKPOINT_DIR,
     FIT_MARKER,
@@ -102,7 +102,7 @@ class GenResearchCLI(LightningCLI):
     def _option_names(self, section: str) -> list[str]:
         """What a config section accepts, for "did you mean" hints."""
         if section == "":
-            return ["model", "data", "trainer", "checkpoint", "seed_everything", "name", "runs_root", "ckpt_path", "config"]
+            return ["model", "data", "trainer", "checkpoint", "seed_everything", "name", "runs_root", "ckpt_path", "config", "tf32"]
         if section == "trainer":
             return signature_keys(Trainer)
         if section == "checkpoint":
@@ -122,6 +122,7 @@ class GenResearchCLI(LightningCLI):
         parser.add_argument("--imports", type=list[str], default=[], help="Modules whose classes the config may name besides gen_research and the field's libraries (docs/security.md).")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")  # Lightning's, with last.ckpt = the final step
         accept_auto_precision(parser)  # trainer.precision: auto (gen_research/config/precision.py)
+        accept_tf32(parser)  # tf32: auto | true | false (gen_research/config/precision.py)
         parser.set_defaults(
             {
                 "checkpoint.monitor": AUTO_MONITOR,  # the family's CHECKPOINT_MONITOR (resolve_checkpoint_monitor)
@@ -152,6 +153,7 @@ class GenResearchCLI(LightningCLI):
         # Checks and choices made on the parsed config, before anything is built or written (one step a line).
         check_run_config(config, self.subcommand)  # trainer/checkpoint/run-folder values that cannot work (gen_research/config/checks.py)
         resolve_auto_precision(config)  # trainer.precision: auto -> bf16-mixed or 32-true for this machine
+        resolve_tf32(config)  # tf32: auto -> on for CUDA devices of compute capability >= 8.0 (training/speed.py: set_tf32)
         resolve_checkpoint_monitor(config)  # checkpoint.monitor: auto -> the family's CHECKPOINT_MONITOR
         self._resolve_checkpoint(config)
         self._choose_run_dir(config)

@@ -144,8 +144,9 @@ def _cuda_indices(devices: Any, cuda_accelerator: Any) -> list[int]:
 
 
 # --------------------------------------------------------------------------------------- the config
-def choose_precision(accelerator: Any, devices: Any = AUTO, strategy: Any = AUTO) -> PrecisionChoice:
-    """What ``precision: auto`` means for this trainer configuration on this machine."""
+def accelerator_kind(accelerator: Any) -> str | None:
+    """``trainer.accelerator`` as the device kind that will run: cpu, cuda, mps (auto/gpu resolved as Lightning
+    does), another name as given, None for an accelerator object."""
     from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 
     kind = accelerator.lower() if isinstance(accelerator, str) else None
@@ -153,6 +154,13 @@ def choose_precision(accelerator: Any, devices: Any = AUTO, strategy: Any = AUTO
         kind = "cuda" if CUDAAccelerator.is_available() else "mps" if MPSAccelerator.is_available() else "cpu"
     elif kind == "gpu":
         kind = "mps" if MPSAccelerator.is_available() and not CUDAAccelerator.is_available() else "cuda"
+    return kind
+
+
+def choose_precision(accelerator: Any, devices: Any = AUTO, strategy: Any = AUTO) -> PrecisionChoice:
+    """What ``precision: auto`` means for this trainer configuration on this machine."""
+
+    kind = accelerator_kind(accelerator)
     if kind == "cpu":
         return choose_cpu_precision()
     if kind == "cuda":
@@ -204,5 +212,64 @@ def accept_auto_precision(parser: Any) -> None:
     )
 
 
-__all__ = ["PrecisionChoice", "accept_auto_precision", "choose_precision", "cpu_bf16_flags", "cpu_model_name",
-           "describe_cpu", "resolve_auto_precision"]
+# ---------------------------------------------------------------------------------------------- TF32
+TF32_KEY = "tf32"  # top-level config key: auto (default), true, false
+
+
+def choose_tf32(accelerator: Any, devices: Any = AUTO, strategy: Any = AUTO) -> tuple[bool, str]:
+    """What ``tf32: auto`` means here -> (on, reason): on where the trainer runs on CUDA devices of compute
+    capability >= 8.0 (Ampere and newer: the only ones with TF32 units), off elsewhere. TF32 rounds the inputs of
+    float32 matrix products and convolutions to a 10-bit mantissa (fp32 range and accumulation), which is what
+    bf16/fp16 autocast already does to most of them; diffusion and GAN training are insensitive to it, and the
+    float32 parts of a 32-true run get the tensor cores. Under a fork-based strategy CUDA must not be initialised,
+    so the devices are not asked: the flags are set, and GPUs older than Ampere ignore them."""
+    kind = accelerator_kind(accelerator)
+    if kind != "cuda":
+        return False, f"accelerator {kind or accelerator!r}: TF32 exists on CUDA GPUs only (CPU numerics are never changed)"
+    if isinstance(strategy, str) and ("fork" in strategy or "notebook" in strategy):
+        return True, f"strategy {strategy!r} must not initialise CUDA: flags set without asking the GPUs (pre-Ampere GPUs ignore them)"
+    if not torch.cuda.is_available():
+        return False, "no CUDA device is available"
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    indices = _cuda_indices(devices, CUDAAccelerator)
+    capabilities = {i: torch.cuda.get_device_capability(i) for i in indices}
+    names = ", ".join(f"{i} ({torch.cuda.get_device_name(i)}, compute capability {c[0]}.{c[1]})" for i, c in capabilities.items())
+    if capabilities and all(major >= 8 for major, _ in capabilities.values()):
+        return True, f"CUDA {names}: TF32 tensor cores"
+    return False, f"CUDA {names}: TF32 needs compute capability >= 8.0 on every device"
+
+
+def resolve_tf32(config: Any) -> bool:
+    """Apply the top-level ``tf32`` setting of a parsed subcommand config (auto, true, false) for this process
+    (gen_research.training.speed.set_tf32) -> whether TF32 is on. ``auto`` is decided by :func:`choose_tf32` on the
+    machine that runs (each DDP process launched by the CLI decides for itself; ``ddp_spawn`` workers start with
+    PyTorch's defaults) and kept as ``auto`` in the saved config; ``auto`` says so in one line when it turns TF32 on."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from gen_research.training.speed import set_tf32
+
+    value = config.get(TF32_KEY, AUTO)
+    if isinstance(value, str) and value.lower() == AUTO:
+        trainer = config.trainer
+        enabled, reason = choose_tf32(trainer.get("accelerator"), trainer.get("devices", AUTO), trainer.get("strategy", AUTO))
+        if enabled and rank_zero_only.rank == 0:
+            print(f"tf32 auto -> on: {reason}", flush=True)
+    elif isinstance(value, bool):
+        enabled = value
+    else:
+        raise GenResearchError(f"{TF32_KEY}={value!r} must be auto, true or false")
+    set_tf32(enabled)
+    return enabled
+
+
+def accept_tf32(parser: Any) -> None:
+    """The top-level ``tf32: auto | true | false`` option (``--tf32=false``)."""
+    parser.add_argument(
+        f"--{TF32_KEY}", type=Union[bool, Literal["auto"]], default=AUTO,
+        help="TF32 matrix products and convolutions on CUDA: auto (on for compute capability >= 8.0), true, false. Never changes CPU numerics.",
+    )
+
+
+__all__ = ["PrecisionChoice", "TF32_KEY", "accelerator_kind", "accept_auto_precision", "accept_tf32", "choose_precision", "choose_tf32",
+           "cpu_bf16_flags", "cpu_model_name", "describe_cpu", "resolve_auto_precision", "resolve_tf32"]

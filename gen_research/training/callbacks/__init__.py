@@ -11,6 +11,7 @@ from gen_research.training.callbacks.ema import EMA
 from gen_research.training.callbacks.evaluation import EvaluationCallback
 from gen_research.training.callbacks.rng_state import RandomStateCheckpoint
 from gen_research.training.callbacks.sample_grid import SampleGridLogger
+from gen_research.training.callbacks.speed import ChannelsLast, CompileNetworks  # noqa: F401  (registers compile, channels_last)
 from gen_research.registry import CALLBACKS
 
 CALLBACKS.add("checkpoint", RunCheckpoint, "Lightning's ModelCheckpoint, last.ckpt rewritten at the end of training (the CLI's `checkpoint:` key configures the default one)")
