@@ -27,7 +27,7 @@ from harness import REPO, machine, machine_line, refresh_docs  # noqa: E402
 from perf import Context  # noqa: E402
 
 CPU_SECTIONS = ("cli", "training", "speed_options", "data_loading", "throughput", "knn")
-GPU_SECTIONS = ("training", "speed_options", "data_loading", "throughput", "gpu_precision")
+GPU_SECTIONS = ("training", "speed_options", "data_loading", "throughput", "knn", "gpu_precision")
 
 
 def main(argv: list[str] | None = None) -> int:
