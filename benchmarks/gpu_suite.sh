@@ -26,6 +26,11 @@ fail() {  # a one-line reason, exit status 2
 }
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ $# -gt 1 ]]; then
+    fail "usage: benchmarks/gpu_suite.sh [OUT_DIR]"
+fi
+OUT="${1:-$REPO/benchmarks/out/gpu-$(date +%Y%m%d-%H%M%S)}"
+[[ "$OUT" == /* ]] || OUT="$PWD/$OUT"  # a relative OUT_DIR is relative to where the suite was started
 cd "$REPO" || fail "cannot enter the repository at $REPO"
 SUITE_START=$SECONDS
 TOTAL_BUDGET="${GPU_SUITE_TOTAL_S:-480}"  # 8 minutes, setup included (a `make venv` on a bare machine is not: it comes first)
@@ -42,10 +47,6 @@ fi
 
 [[ "$TOTAL_BUDGET" =~ ^[0-9]+$ ]] || fail "GPU_SUITE_TOTAL_S: '$TOTAL_BUDGET' is not a number of seconds"
 [[ "$PAIRS" =~ ^[1-9][0-9]*$ ]] || fail "GPU_SUITE_PAIRS: '$PAIRS' is not a positive number"
-if [[ $# -gt 1 ]]; then
-    fail "usage: benchmarks/gpu_suite.sh [OUT_DIR]"
-fi
-OUT="${1:-benchmarks/out/gpu-$(date +%Y%m%d-%H%M%S)}"
 
 # ---- 1. a GPU must be visible ------------------------------------------------------------------------------------
 if ! command -v nvidia-smi >/dev/null 2>&1; then

@@ -22,7 +22,9 @@ FLOPs of one step with torch.utils.flop_counter.FlopCounterMode (convolutions, m
 not normalisations, element-wise ops or the optimizer) times steps/s.
 
 With ``BENCH_SECTION_DEADLINE`` (epoch seconds) or ``BENCH_SECTION_BUDGET_S`` set (gpu_suite.sh sets both from
-the section's timeout), the timed blocks shrink so that the section ends in time even when compiling took long. With ctx.quick: a tiny UNet, batch 2, one step per
+the section's timeout), a variant whose build and warm-up (in practice: compiling) would run within
+WARMUP_RESERVE_S of the deadline is interrupted and recorded as failed, and the timed blocks shrink so that the
+section still ends in time with the other variants' figures. With ctx.quick: a tiny UNet, batch 2, one step per
 block and compile_networks under torch.compiler.set_stance("force_eager") (the code path runs, nothing compiles):
 it checks the machinery on a CPU and measures nothing.
 """
@@ -31,10 +33,13 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,9 +59,41 @@ WARMUP_ORDER = ("fp32", "bf16", "bf16_channels_last", "bf16_compile")  # the slo
 IMAGE_SHAPE = (3, 32, 32)
 BATCH = 128
 BLOCK_S = 2.0  # target seconds of one timed block on a GPU
+WARMUP_RESERVE_S = 30.0  # a variant's build and warm-up must end this long before the section's deadline (timing, JSON)
 QUICK_ARGS = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_levels": [1], "dropout": 0.0}
 QUICK_SHAPE = (3, 8, 8)
 QUICK_BATCH = 2
+
+
+class OutOfTime(TimeoutError):
+    """A variant's warm-up (in practice: compiling) ran into the section's deadline."""
+
+
+@contextmanager
+def interrupt_after(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`OutOfTime` in the block after ``seconds`` (SIGALRM; None: never), so that a compile running
+    into the section's timeout costs that variant only, not every figure measured before it."""
+    if seconds is None or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if seconds <= 0:
+        raise OutOfTime("no time left before the section's deadline")
+
+    def expire(signum: int, frame: Any) -> None:
+        raise OutOfTime(f"did not finish within the {seconds:.0f} s left before the section's deadline")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def section_deadline() -> float | None:
+    """The section's deadline in epoch seconds (gpu_suite.sh: ``BENCH_SECTION_DEADLINE``), if one is set."""
+    return float(os.environ.get("BENCH_SECTION_DEADLINE") or 0) or None
 
 
 def recipe() -> dict[str, Any]:
@@ -173,54 +210,57 @@ def run(ctx: Any) -> dict[str, Any]:
     warmup_steps, probe_steps = (1, 0) if ctx.quick else (3, 3)
 
     trainees: dict[str, Trainee] = {}
-    variants: dict[str, dict[str, Any]] = {}
-    for name in WARMUP_ORDER:
-        info: dict[str, Any] = {"label": LABELS[name]}
-        variants[name] = info
-        trainee = None
-        try:
-            sync()
-            base = allocated()
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(device)
-            if name == "bf16_compile":
-                print(f"   {name}: compiling (the first step) ...", flush=True)
-            start = time.perf_counter()
-            trainee = Trainee(name, family, init_args, shape, images, spec["gradient_clip_val"],
-                              spec["gradient_clip_algorithm"], ctx.quick)
-            sync()
-            info["build_s"] = time.perf_counter() - start
-            first = time.perf_counter()
+    variants: dict[str, dict[str, Any]] = {name: {"label": LABELS[name]} for name in VARIANTS}
+
+    def warm_up(name: str, info: dict[str, Any]) -> Trainee:
+        """Build the variant and run its untimed steps; its peak memory is counted from what was allocated before."""
+        sync()
+        base = allocated()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        if name == "bf16_compile":
+            print(f"   {name}: compiling (the first step) ...", flush=True)
+        start = time.perf_counter()
+        trainee = Trainee(name, family, init_args, shape, images, spec["gradient_clip_val"],
+                          spec["gradient_clip_algorithm"], ctx.quick)
+        sync()
+        info["build_s"] = time.perf_counter() - start
+        first = time.perf_counter()
+        trainee.step()
+        sync()
+        info["first_step_s"] = time.perf_counter() - first  # the compiled variant: compiling forward and backward
+        for _ in range(warmup_steps - 1):
             trainee.step()
-            sync()
-            info["first_step_s"] = time.perf_counter() - first  # the compiled variant: compiling forward and backward
-            for _ in range(warmup_steps - 1):
-                trainee.step()
-            sync()
-            probe = time.perf_counter()
-            for _ in range(probe_steps):
-                trainee.step()
-            sync()
-            info["probe_s_per_step"] = (time.perf_counter() - probe) / probe_steps if probe_steps else None
-            if cuda:
-                info["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-                info["state_memory_mb"] = (torch.cuda.memory_allocated(device) - base) / 2**20
-            else:
-                info["peak_memory_mb"] = info["state_memory_mb"] = None
-            if trainee.compiled:
-                info["compiled"] = trainee.compiled
-                info["compile_s"] = info["first_step_s"]
-            trainees[name] = trainee
+        sync()
+        probe = time.perf_counter()
+        for _ in range(probe_steps):
+            trainee.step()
+        sync()
+        info["probe_s_per_step"] = (time.perf_counter() - probe) / probe_steps if probe_steps else None
+        if cuda:
+            info["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+            info["state_memory_mb"] = (torch.cuda.memory_allocated(device) - base) / 2**20
+        else:
+            info["peak_memory_mb"] = info["state_memory_mb"] = None
+        if trainee.compiled:
+            info["compiled"] = trainee.compiled
+            info["compile_s"] = info["first_step_s"]
+        return trainee
+
+    for name in WARMUP_ORDER:
+        info = variants[name]
+        deadline = section_deadline()
+        try:
+            with interrupt_after(None if deadline is None else deadline - WARMUP_RESERVE_S - time.time()):
+                trainees[name] = warm_up(name, info)
             memory = f", peak {info['peak_memory_mb']:,.0f} MiB" if info["peak_memory_mb"] is not None else ""
             print(f"   {name}: ready, first step {info['first_step_s']:.1f} s{memory}", flush=True)
-        except Exception as error:  # a variant that cannot run here (e.g. no compiler for inductor): recorded, the rest go on
+        except Exception as error:  # a variant that cannot run here (no compiler, out of time): recorded, the rest go on
             info["error"] = f"{type(error).__name__}: {error}"[:2000]
             info["traceback"] = traceback.format_exc()[-4000:]
             print(f"   {name} failed: {info['error'].splitlines()[0]}", flush=True)
-        if name not in trainees:  # after the except block, which held the failed variant's frames
-            del trainee
-            if cuda:
-                torch.cuda.empty_cache()
+        if name not in trainees and cuda:  # after the except block, which held the failed variant's frames
+            torch.cuda.empty_cache()
 
     parameters = sum(p.numel() for p in next(iter(trainees.values())).model.parameters()) if trainees else None
     flops: dict[str, Any] | None = None
@@ -235,7 +275,7 @@ def run(ctx: Any) -> dict[str, Any]:
     # Steps per block: about BLOCK_S seconds each, shrunk to fit the section's budget (gpu_suite.sh) if one is set.
     alive = [name for name in VARIANTS if name in trainees]
     budget = float(os.environ.get("BENCH_SECTION_BUDGET_S") or 0) or None
-    deadline = float(os.environ.get("BENCH_SECTION_DEADLINE") or 0) or None  # epoch seconds: the process's timeout
+    deadline = section_deadline()  # epoch seconds: the process's timeout
     block_s = BLOCK_S
     if (budget or deadline) and alive:
         left = (deadline - time.time()) if deadline else budget - (time.perf_counter() - section_start)

@@ -202,3 +202,68 @@ def test_gpu_precision_quick_on_cpu():
     text = gpu_precision.tables(failed, gpu_machine)["gpu-precision-cuda"]
     assert "GPU: NVIDIA H200" in text.splitlines()[0] and "on the GPU (NVIDIA H200)" in text
     assert "| bf16 + compile |  |  |  |  |  | failed: BackendCompilerFailed: no gcc |" in text
+
+
+def _gpu_precision():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from perf import gpu_precision
+
+    return gpu_precision
+
+
+def test_interrupt_after_stops_a_slow_block_and_restores_the_alarm():
+    import signal
+    import time
+
+    gpu_precision = _gpu_precision()
+    before = signal.getsignal(signal.SIGALRM)
+    start = time.perf_counter()
+    with pytest.raises(gpu_precision.OutOfTime, match="within the 0 s left"):
+        with gpu_precision.interrupt_after(0.3):
+            time.sleep(10)
+    assert time.perf_counter() - start < 3
+    assert signal.getsignal(signal.SIGALRM) is before and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with gpu_precision.interrupt_after(5):  # a block that ends in time: nothing raised, the alarm cancelled
+        pass
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with pytest.raises(gpu_precision.OutOfTime, match="no time left"):
+        with gpu_precision.interrupt_after(-1):
+            pass
+
+
+def test_a_variant_past_the_deadline_costs_only_itself(monkeypatch):
+    """A warm-up (a compile, on a GPU) that runs into BENCH_SECTION_DEADLINE is interrupted and recorded; the variants
+    after it that have no time left are recorded as such, and the section still returns and renders."""
+    import time
+
+    from perf import Context
+
+    gpu_precision = _gpu_precision()
+    gpu_precision.recipe()  # the registry's import time is not the test's deadline
+    step = gpu_precision.Trainee.step
+
+    def slow_fp32(self):
+        if self.variant == "fp32":
+            time.sleep(60)
+        step(self)
+
+    monkeypatch.setattr(gpu_precision.Trainee, "step", slow_fp32)
+    monkeypatch.setattr(gpu_precision, "WARMUP_RESERVE_S", 0.0)
+    monkeypatch.setenv("BENCH_SECTION_DEADLINE", str(time.time() + 3))
+    start = time.perf_counter()
+    result = gpu_precision.run(Context(device="cpu", quick=True, pairs=1, out=Path("unused")))
+    assert time.perf_counter() - start < 30
+    variants = result["variants"]
+    assert variants["fp32"]["error"].startswith("OutOfTime: did not finish within the ")
+    for name in ("bf16", "bf16_compile", "bf16_channels_last"):
+        assert variants[name]["error"] == "OutOfTime: no time left before the section's deadline"
+        assert "steps_per_s" not in variants[name]
+    assert result["flops"] is None and result["model"]["parameters"] is None
+    text = gpu_precision.tables(result, {**_machine(), "device": "cpu"})["gpu-precision-cpu"]
+    assert "| fp32 |  |  |  |  |  | failed: OutOfTime: did not finish within the " in text
+
+
+def _machine():
+    from harness import machine
+
+    return machine("cpu")
