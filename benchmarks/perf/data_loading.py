@@ -211,6 +211,7 @@ def train_measure(ctx: Any, spec: dict[str, Any], folders: dict[str, Path], step
 # ---- the section -------------------------------------------------------------------------------------------
 def run(ctx: Any) -> dict[str, Any]:
     _quiet()
+    started = time.perf_counter()
     count = 64 if ctx.quick else FOLDER_IMAGES
     folders = write_folders(Path(ctx.out) / "data_loading", count)
     epochs = 1 if ctx.quick else EPOCHS
@@ -228,6 +229,7 @@ def run(ctx: Any) -> dict[str, Any]:
         loaders.append({"name": name, "set": spec["set"], "path": spec["path"], "workers": spec["workers"],
                         "batches_per_s": timed[name]["median"], "runs": timed[name]["runs"],
                         "first_epoch_s": sorted(first)[len(first) // 2]})
+    loaders_wall = time.perf_counter() - started
     steps, warm = (3, 1) if ctx.quick else (TRAIN_STEPS, WARM_STEPS)
     tspecs = train_variants(ctx)
     if ctx.quick:
@@ -235,7 +237,8 @@ def run(ctx: Any) -> dict[str, Any]:
     trained = alternate({name: train_measure(ctx, spec, folders, steps, warm) for name, spec in tspecs.items()}, pairs=ctx.pairs)
     training = [{"name": name, "steps_per_s": trained[name]["median"], "runs": trained[name]["runs"]} for name in tspecs]
     return {"device": ctx.device, "batch": BATCH, "folder_images": count, "timed_epochs": epochs, "train_steps": steps,
-            "warm_steps": warm, "loaders": loaders, "training": training}
+            "warm_steps": warm, "loaders": loaders, "training": training, "loaders_wall_s": loaders_wall,
+            "training_wall_s": time.perf_counter() - started - loaders_wall}
 
 
 def tables(result: dict[str, Any], machine: dict[str, Any]) -> dict[str, str]:

@@ -202,11 +202,15 @@ def test_defaults_on_cpu(pool, tmp_path, png, monkeypatch):
         png(tmp_path / f"{i}.png", size=(8, 8))
     folder = ImageFolderData(root=str(tmp_path), test_fraction=0.25, val_fraction=0.25, batch_size=2)
     folder.setup("fit")
+    monkeypatch.setattr(base_module, "available_cpus", lambda: 16)
+    loading = folder.loading(folder.train_set)  # training on CPU: workers would take the training step's cores
+    assert (loading.batched, loading.num_workers, loading.persistent_workers, loading.pin_memory) == (False, 0, False, False)
+    folder.trainer = _on("cuda")
     for cpus, workers in ((1, 0), (2, 1), (3, 2), (16, 4)):
         monkeypatch.setattr(base_module, "available_cpus", lambda cpus=cpus: cpus)
         loading = folder.loading(folder.train_set)
-        assert (loading.num_workers, loading.persistent_workers, loading.pin_memory) == (workers, workers > 0, False)
-        assert default_workers(in_memory=True) == 0
+        assert (loading.num_workers, loading.persistent_workers, loading.pin_memory) == (workers, workers > 0, True)
+        assert default_workers(in_memory=True, device=torch.device("cuda")) == 0
     explicit = ImageFolderData(root=str(tmp_path), test_fraction=0.25, val_fraction=0.25, num_workers=2,
                                persistent_workers=False, pin_memory=True)
     explicit.setup("fit")
