@@ -16,8 +16,19 @@ from torchmetrics import Metric
 from gen_research.errors import GenResearchError
 from gen_research.evaluation.base import FeatureMetric
 
-# Pairwise-distance blocks hold at most this many float64 entries (256 MiB): 10k x 10k fits on any machine.
-_BLOCK_ELEMENTS = 2**25
+# Memory bound of every pairwise computation (distance_blocks and the k-NN helpers below): one block of rows x
+# columns is sized so that it and all its temporaries stay within BLOCK_BYTES, counting 8 bytes per (row, column)
+# entry (a float64 distance; or the k-NN pass's float32 squared distance plus its boolean masks). 256 MiB: 50,000
+# columns -> blocks of 671 rows. No N x N matrix is ever made; the sets themselves (N x D) are the only other memory.
+BLOCK_BYTES = 256 * 2**20
+_ENTRY_BYTES = 8
+_UNIT_ROUNDOFF_32 = 2.0**-24
+
+
+def block_rows(columns: int, budget: int | None = None) -> int:
+    """Rows per block of a (rows x ``columns``) pairwise computation within ``budget`` bytes (default BLOCK_BYTES)."""
+    budget = BLOCK_BYTES if budget is None else budget
+    return max(1, budget // (_ENTRY_BYTES * max(1, columns)))
 
 
 class Spec(FeatureMetric):
@@ -54,26 +65,177 @@ def nan_to_zero(value: float) -> float:
 
 def distance_blocks(x: Tensor, y: Tensor) -> Iterator[tuple[int, Tensor]]:
     """(start row, float64 Euclidean distances of x[start:start+rows] to all of y), in memory-bounded row blocks."""
-    x, y = x.double(), y.double()
-    rows = max(1, _BLOCK_ELEMENTS // max(1, y.shape[0]))
+    y = y.double()
+    rows = block_rows(y.shape[0])
     for start in range(0, x.shape[0], rows):
-        yield start, torch.cdist(x[start : start + rows], y)
+        yield start, torch.cdist(x[start : start + rows].double(), y)
+
+
+# The k-NN helpers below find neighbours with float32 matrix products (fast, half the memory of float64) and decide
+# every comparison exactly: each float32 squared distance f carries a rigorous bound e on its error (the classical
+# gamma_D bound of a float32 dot product of length D, plus the rounding of the norms and of the centring, doubled for
+# safety; in practice errors are ~sqrt(D) times smaller), and every pair whose decision lies within e of its threshold (a k-th neighbour candidate, a distance
+# against a radius) is recomputed in float64 from the features themselves: sqrt(sum((x_i - y_j)^2)). Results are
+# therefore those of float64 distances, independent of the block size, the device and the BLAS.
+
+
+class _Prepared:
+    """A set centred on ``centre`` in float32 with its float64 squared norms (the float32 pass's inputs)."""
+
+    def __init__(self, x: Tensor, centre: Tensor) -> None:
+        self.original = x
+        self.centred = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        self.sq_norms = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
+        rows = block_rows(x.shape[1])
+        for start in range(0, x.shape[0], rows):
+            part = (x[start : start + rows].double() - centre).float()
+            self.centred[start : start + rows] = part
+            self.sq_norms[start : start + rows] = part.double().square().sum(dim=1)
+        self.sq_norms32 = self.sq_norms.float()
+
+
+def _prepare(x: Tensor, y: Tensor) -> tuple[_Prepared, _Prepared]:
+    if x is y:
+        prepared = _Prepared(x, x.mean(dim=0, dtype=torch.float64))
+        return prepared, prepared
+    centre = (x.mean(dim=0, dtype=torch.float64) + y.mean(dim=0, dtype=torch.float64)) / 2
+    return _Prepared(x, centre), _Prepared(y, centre)
+
+
+def _error_coefficient(dim: int) -> float:
+    """c with |float32 squared distance - exact| <= c (|x'|^2 + |y'|^2) for centred float32 rows x', y' (see above)."""
+    return 2.0 * (dim + 8) * _UNIT_ROUNDOFF_32
+
+
+def _widen(bound: Tensor, threshold: Tensor) -> Tensor:
+    """The bound plus the rounding of ``threshold +- bound`` to float32 (so thresholds may be float32)."""
+    return bound + 4 * _UNIT_ROUNDOFF_32 * (threshold.abs() + bound)
+
+
+@contextmanager
+def _ieee_float32() -> Iterator[None]:
+    """Full float32 matrix products (no TF32 / bf16 passes), which the error bound assumes."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def squared_distance_block(x: _Prepared, y: _Prepared, start: int, rows: int) -> Tensor:
+    """float32 ||x_i - y_j||^2 of rows [start, start+rows) of x against all of y (one block of the k-NN pass)."""
+    block = torch.addmm(y.sq_norms32[None, :], x.centred[start : start + rows], y.centred.T, alpha=-2.0)
+    return block.add_(x.sq_norms32[start : start + rows, None])
+
+
+def exact_distances(x: Tensor, y: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """float64 ||x[rows] - y[cols]||, pair by pair, gathered in memory-bounded chunks."""
+    out = torch.empty(rows.shape[0], dtype=torch.float64, device=x.device)
+    # Small chunks (about 1 MiB per float64 operand) stay in cache: several times faster than budget-sized ones.
+    chunk = max(1, min(block_rows(3 * x.shape[1]), 2**17 // max(1, x.shape[1])))
+    for start in range(0, rows.shape[0], chunk):
+        r, c = rows[start : start + chunk], cols[start : start + chunk]
+        out[start : start + chunk] = (x[r].double() - y[c].double()).square().sum(dim=1).sqrt()
+    return out
+
+
+def _pair_chunks(mask: Tensor) -> Iterator[tuple[int, Tensor]]:
+    """(first row, (P, 2) indices) of the True entries of a block's mask, a few rows at a time so that the index
+    tensors stay within the block budget even when most entries are True."""
+    counts = mask.sum(dim=1)
+    limit = max(1, BLOCK_BYTES // 32)  # 16 bytes of indices per pair, and as much again for sorting them
+    start = 0
+    while start < mask.shape[0]:
+        stop = start + 1
+        if stop < mask.shape[0]:
+            total = torch.cumsum(counts[start:], dim=0)
+            stop = start + max(1, int((total <= limit).sum()))
+        yield start, mask[start:stop].nonzero()
+        start = stop
+
+
+def kth_nearest(x: Tensor, y: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(float64 distance, index) of the k-th nearest row of y to each row of x (k = 0: the nearest; when y is x, the
+    point itself is its own 0-th neighbour). Ties go to the lowest index. Exact float64 distances (see above)."""
+    n, m = x.shape[0], y.shape[0]
+    if not 0 <= k < m:
+        raise ValueError(f"k={k} needs more than {k} rows in y, got {m}")
+    distances = torch.empty(n, dtype=torch.float64, device=x.device)
+    indices = torch.empty(n, dtype=torch.long, device=x.device)
+    if n == 0:
+        return distances, indices
+    px, py = _prepare(x, y)
+    coefficient = _error_coefficient(x.shape[1])
+    bound_rows = coefficient * (px.sq_norms + py.sq_norms.max())
+    rows = block_rows(m)
+    with _ieee_float32():
+        for start in range(0, n, rows):
+            block = squared_distance_block(px, py, start, rows)
+            kth = block.topk(k + 1, dim=1, largest=False).values[:, k].double()
+            bound = _widen(bound_rows[start : start + block.shape[0]], kth)
+            # k+1 rows have f <= kth, so the exact k-th is <= kth + e: every row that can be among the k+1 nearest
+            # has f <= kth + 2e. These candidates are recomputed exactly; their k-th is the exact k-th.
+            candidates = block <= (kth + 2 * bound).float()[:, None]
+            del block
+            for first, pairs in _pair_chunks(candidates):
+                r, c = pairs[:, 0], pairs[:, 1]
+                exact = exact_distances(x, y, r + start + first, c)
+                order = torch.argsort(exact, stable=True)  # nonzero() lists columns ascending: ties keep that
+                order = order[torch.argsort(r[order], stable=True)]
+                counts = torch.bincount(r, minlength=int(r.max()) + 1)
+                pick = order[torch.cumsum(counts, dim=0) - counts + k]
+                at = start + first + r[pick]
+                distances[at], indices[at] = exact[pick], c[pick]
+    return distances, indices
 
 
 def kth_neighbour_radii(x: Tensor, k: int) -> Tensor:
     """Distance of each row of x to its k-th nearest other row (the point itself counts as the 0-th), float64."""
-    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
-    for start, d in distance_blocks(x, x):
-        out[start : start + d.shape[0]] = d.topk(k + 1, dim=1, largest=False).values[:, k]
-    return out
+    return kth_nearest(x, x, k)[0]
 
 
 def nearest_distances(x: Tensor, y: Tensor) -> Tensor:
     """Distance of each row of x to its nearest row of y, float64."""
-    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
-    for start, d in distance_blocks(x, y):
-        out[start : start + d.shape[0]] = d.min(dim=1).values
-    return out
+    return kth_nearest(x, y, 0)[0]
+
+
+def within_radii_blocks(x: Tensor, y: Tensor, row_radii: Tensor | None = None, col_radii: Tensor | None = None
+                        ) -> Iterator[tuple[int, Tensor | None, Tensor | None]]:
+    """(start row, inside_rows, inside_cols) per memory-bounded row block of x against y: the boolean blocks
+    ``||x_i - y_j|| < row_radii[i]`` and ``||x_i - y_j|| < col_radii[j]`` (None when that radius is not given),
+    decided exactly on float64 distances (see above)."""
+    px, py = _prepare(x, y)
+    coefficient = _error_coefficient(x.shape[1])
+    rows = block_rows(y.shape[0])
+    radii = {}
+    if row_radii is not None:
+        sq = row_radii.double().square()
+        bound = _widen(coefficient * (px.sq_norms + py.sq_norms.max()), sq)
+        radii["rows"] = (row_radii.double(), (sq - bound).float()[:, None], (sq + bound).float()[:, None])
+    if col_radii is not None:
+        sq = col_radii.double().square()
+        bound = _widen(coefficient * (px.sq_norms.max() + py.sq_norms), sq)
+        radii["cols"] = (col_radii.double(), (sq - bound).float()[None, :], (sq + bound).float()[None, :])
+    with _ieee_float32():
+        for start in range(0, x.shape[0], rows):
+            block = squared_distance_block(px, py, start, rows)
+            stop = start + block.shape[0]
+            out: dict[str, Tensor] = {}
+            for side, (radius, low, high) in radii.items():
+                low = low[start:stop] if side == "rows" else low
+                high = high[start:stop] if side == "rows" else high
+                inside = block < low  # certainly inside
+                unsure = block <= high
+                unsure.logical_and_(inside.logical_not())  # within e of the radius: decided in float64
+                for first, pairs in _pair_chunks(unsure):
+                    r, c = pairs[:, 0] + first, pairs[:, 1]
+                    exact = exact_distances(x, y, r + start, c)
+                    inside[r, c] = exact < (radius[r + start] if side == "rows" else radius[c])
+                del unsure
+                out[side] = inside
+            del block
+            yield start, out.get("rows"), out.get("cols")
 
 
 def canonical_order(x: Tensor) -> Tensor:

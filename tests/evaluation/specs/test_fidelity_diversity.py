@@ -34,7 +34,7 @@ def test_prdc_matches_reference(k):
 def test_small_blocks_give_the_same_numbers(monkeypatch):
     real, fake = data(1)
     whole = run_spec("prdc", real, fake)
-    monkeypatch.setattr(_common, "_BLOCK_ELEMENTS", 5000)  # blocks of a few rows
+    monkeypatch.setattr(_common, "BLOCK_BYTES", 5000 * 8)  # blocks of a few rows
     assert run_spec("prdc", real, fake) == whole
 
 
