@@ -11,11 +11,14 @@
 #   speed_options   the speed options (compile, channels_last, ...)
 #   throughput      sampling and Inception-architecture evaluation images/s
 #   gpu_precision   ddpm_cifar10 steps/s in fp32, bf16, bf16 + compile, bf16 + channels_last; peak memory
+#   data_loading    batches/s of the in-memory sets, on the device and in host memory, and of PNG folders
+#   knn             the k-NN metrics at 1,000 / 10,000 / 50,000 per side, distances on the GPU; CUDA peak memory
+# (the last two come last: they are the cheapest to lose when the suite runs out of time)
 # Results: OUT_DIR/bench-cuda.json (a failed or timed-out section is recorded there with its error and the tail
 # of its log OUT_DIR/<section>.log); the suite goes on after a failure and exits 1 at the end if any section failed.
 # Nothing is installed except by `make venv` when .venv/bin/python is missing; no sudo, no network.
 #
-# Environment: GPU_SUITE_SECTIONS (comma-separated, default the four above), GPU_SUITE_BUDGETS
+# Environment: GPU_SUITE_SECTIONS (comma-separated, default the six above, in that order), GPU_SUITE_BUDGETS
 # (section=seconds,... overriding the shares below), GPU_SUITE_TOTAL_S (the whole suite's limit, default 480),
 # GPU_SUITE_PAIRS (rounds of A B A B, default 3), GPU_SUITE_PYTHON (the interpreter; default .venv/bin/python, made by `make venv` if missing).
 set -u -o pipefail
@@ -34,9 +37,9 @@ OUT="${1:-$REPO/benchmarks/out/gpu-$(date +%Y%m%d-%H%M%S)}"
 cd "$REPO" || fail "cannot enter the repository at $REPO"
 SUITE_START=$SECONDS
 TOTAL_BUDGET="${GPU_SUITE_TOTAL_S:-480}"  # 8 minutes, setup included (a `make venv` on a bare machine is not: it comes first)
-SECTIONS="${GPU_SUITE_SECTIONS:-training,speed_options,throughput,gpu_precision}"
+SECTIONS="${GPU_SUITE_SECTIONS:-training,speed_options,throughput,gpu_precision,data_loading,knn}"
 PAIRS="${GPU_SUITE_PAIRS:-3}"
-declare -A BUDGET=([training]=100 [speed_options]=100 [throughput]=100 [gpu_precision]=150)  # 450 s + setup
+declare -A BUDGET=([training]=80 [speed_options]=80 [throughput]=80 [gpu_precision]=120 [data_loading]=30 [knn]=60)  # 450 s + setup
 if [[ -n "${GPU_SUITE_BUDGETS:-}" ]]; then
     IFS=',' read -r -a overrides <<<"$GPU_SUITE_BUDGETS"
     for item in "${overrides[@]}"; do

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(path.read_text()) if path.exists() else {}
     results["machine"] = info
     failed = []
+    suite_start = time.perf_counter()
     for name in sections:
         start = time.perf_counter()
         print(f"== {name}", flush=True)
@@ -79,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.quick or args.no_docs):
             written = refresh_docs(args.docs, module.tables(result, info))
             print(f"   docs: {', '.join(written)} in {args.docs}", flush=True)
-    print(f"results: {path}" + (f"; FAILED sections: {', '.join(failed)}" if failed else ""))
+    total = time.perf_counter() - suite_start
+    print(f"results: {path} ({len(sections)} sections in {total / 60:.1f} min)"
+          + (f"; FAILED sections: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 
