@@ -16,6 +16,7 @@ _NO_OPTION = re.compile(r"does not accept option '([\w.]+)'")
 _UNRECOGNIZED = re.compile(r"[Uu]nrecognized arguments: (\S+)")
 _NO_ACTION = re.compile(r'No action for key "([\w.]+)"')
 _WRONG_TYPE = re.compile(r"Parser key \"([\w.]+)\":\s*Expected a <class '(\w+)'>\. Got value: (.*)")
+_LITERAL = re.compile(r"Parser key \"([\w.]+)\":\s*Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)")
 _EXPECTED = re.compile(r"Expected a <class '(\w+)'>\. Got value: (.*)")
 _UNION = re.compile(r"Subtypes: \[(.*?)\].*?Given value: (.*)", re.DOTALL)
 _CLASS_PATH = re.compile(r"[Pp]roblem with given class_path '([\w.]+)'|Import path ([\w.]+) does not|module '([\w.]+)' has no attribute")
@@ -57,6 +58,11 @@ def condense_parser_error(message: str, keys_of: KeysOf) -> str:
     if match := _UNRECOGNIZED.search(message):
         return _unknown_key(match.group(1).lstrip("-").split("=")[0], keys_of)
     inner = message[section_match.end():] if section_match else message
+    if match := _LITERAL.search(inner):  # a choice (Literal[...]) given a value outside it
+        key, choices, got = match.groups()
+        where = f"{section}.init_args.{key}" if section in ("model", "data") else (f"{section}.{key}" if section and section != key else key)
+        allowed = ", ".join(choice.strip().strip("'\"") for choice in choices.split(","))
+        return f"{where}={got.strip()!r} is not one of {allowed}; fix it in the YAML or the --{where}=... override"
     if match := _WRONG_TYPE.search(inner):
         key, expected, got = match.groups()
         where = f"{section}.init_args.{key}" if section in ("model", "data") else (f"{section}.{key}" if section and section != key else key)

@@ -12,6 +12,7 @@ from typing import Any, Iterator, ClassVar
 import torch
 
 from gen_research.errors import GenResearchError
+from gen_research.training.optimizers import IMPLEMENTATION_HPARAM, IMPLEMENTATIONS
 from gen_research.training.optimizers import configure_adamw  # noqa: F401  (re-exported: one optimizer path for every family)
 
 
@@ -53,12 +54,17 @@ class SeededEvaluation:
         self.eval_generator().manual_seed(self.eval_seed)
 
 
-def check_optimizer_settings(model: str, lr: float, weight_decay: float, warmup_steps: int) -> None:
+def check_optimizer_settings(model: str, lr: float, weight_decay: float, warmup_steps: int, optimizer_implementation: str = "auto") -> None:
     """The optimizer settings every family shares, checked in its constructor (torch would raise only when
-    training starts, after the run folder is written, and with a traceback)."""
+    training starts, after the run folder is written, and with a traceback). ``optimizer_implementation`` is the
+    AdamW kernel (gen_research/training/optimizers.py); whether ``fused`` suits the parameters is checked when the
+    optimizer is built, where their devices and dtypes are known."""
     check_number(model, "lr", lr, low=0.0, low_inclusive=False, hint="e.g. 1e-3")
     check_number(model, "weight_decay", weight_decay, low=0.0, hint="0 (none) or e.g. 1e-2")
     check_number(model, "warmup_steps", warmup_steps, low=0, hint="0 (none) or a number of optimizer steps")
+    if not (isinstance(optimizer_implementation, str) and optimizer_implementation in IMPLEMENTATIONS):
+        raise GenResearchError(f"{model}: model.init_args.{IMPLEMENTATION_HPARAM}={optimizer_implementation!r} must be one of "
+                               f"{', '.join(IMPLEMENTATIONS)}; set model.init_args.{IMPLEMENTATION_HPARAM} to auto (the default)")
 
 
 def check_number(model: str, name: str, value: float, low: float | None = None, high: float | None = None,

@@ -242,8 +242,8 @@ def _trainer_clips(module: L.LightningModule) -> bool:
 def spec_from_hparams(hparams: Mapping[str, Any]) -> OptimizerSpec:
     """The single optimizer of a one-network family: its ``lr``, ``weight_decay``, ``warmup_steps`` and
     ``lr_schedule`` hyperparameters (and ``betas`` and ``optimizer_implementation`` where the family has them:
-    a family exposes the AdamW kernel choice by adding ``optimizer_implementation: str = "auto"`` to its
-    constructor, next to ``lr``); checked by the family's constructor."""
+    every one-network family takes ``optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] =
+    "auto"`` next to ``weight_decay``, checked by models/common.py's check_optimizer_settings); checked by the family's constructor."""
     return OptimizerSpec(
         lr=hparams["lr"],
         betas=tuple(hparams.get("betas", OptimizerSpec.betas)),

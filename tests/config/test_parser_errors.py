@@ -32,6 +32,23 @@ def test_wrong_types():
     assert condense_parser_error(union, keys_of).startswith("trainer.max_epochs expects a value of type int or null, got 'abc'")
 
 
+def test_a_value_outside_a_choice_names_the_key_and_the_choices():
+    """jsonargparse's nested error for a Literal (e.g. optimizer_implementation) used to fall through to the
+    class-path branch and blame the model's class."""
+    message = (
+        'Parser key "model":\n  Does not validate against any of the Union subtypes\n'
+        "  Subtypes: [<class 'lightning.pytorch.core.module.LightningModule'>, <class 'NoneType'>]\n  Errors:\n"
+        "    - Problem with given class_path 'gen_research.models.autoencoder.vae.VAE':\n"
+        '        Parser key "optimizer_implementation":\n'
+        "          Expected a typing.Literal['auto', 'fused', 'foreach', 'for_loop']. Got value: fuzed\n"
+        "    - Expected a <class 'NoneType'>\n  Given value: NestedArg(key='optimizer_implementation', val='fuzed')"
+    )
+    assert condense_parser_error(message, keys_of) == (
+        "model.init_args.optimizer_implementation='fuzed' is not one of auto, fused, foreach, for_loop; "
+        "fix it in the YAML or the --model.init_args.optimizer_implementation=... override"
+    )
+
+
 def test_anything_else_still_becomes_one_line():
     out = condense_parser_error("first problem\n  Subtypes: [x]\n  second detail\n", keys_of)
     assert "\n" not in out and "first problem" in out and "second detail" in out

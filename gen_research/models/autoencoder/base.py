@@ -54,12 +54,15 @@ class AutoencoderBase(ModelFamily, SeededEvaluation, L.LightningModule):
         norm: Literal["batch", "group", "none"] = "batch",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:
+        """``optimizer_implementation``: AdamW kernel: auto (fused where the device supports it), fused, foreach or
+        for_loop; the same update up to rounding, see docs/results.md (Speed)."""
         super().__init__()
         name = type(self).__name__.lower()
-        check_optimizer_settings(name, lr, weight_decay, warmup_steps)
+        check_optimizer_settings(name, lr, weight_decay, warmup_steps, optimizer_implementation)
         check_widths(name, "latent_dim", latent_dim)
         check_widths(name, "channels", channels)
         # Collects the concrete subclass's init args too, so load_from_checkpoint rebuilds it.

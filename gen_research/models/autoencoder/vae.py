@@ -56,6 +56,7 @@ class VAE(AutoencoderBase):
         norm: Literal["batch", "group", "none"] = "batch",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
         likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
@@ -71,6 +72,7 @@ class VAE(AutoencoderBase):
             norm=norm,
             lr=lr,
             weight_decay=weight_decay,
+            optimizer_implementation=optimizer_implementation,
             warmup_steps=warmup_steps,
             lr_schedule=lr_schedule,
         )

@@ -42,6 +42,8 @@ class Classifier(ModelFamily, L.LightningModule):
         channels: widths of the stride-2 conv stages (the image size must divide by 2**len(channels)).
         feature_dim: width of the penultimate layer, i.e. of the extracted features.
         dropout: dropout before the two linear layers (training only).
+        optimizer_implementation: AdamW kernel: auto (fused where the device supports it), fused, foreach or for_loop;
+            the same update up to rounding, see docs/results.md (Speed).
         shift_augment: training images are shifted by up to this many pixels (random per image, edges
             replicated); 0 turns it off. Digits must not be flipped, but small translations are label-preserving.
         feature_name: the name its features carry in metric keys (``fid/<feature_name>``).
@@ -63,6 +65,7 @@ class Classifier(ModelFamily, L.LightningModule):
         norm: Literal["batch", "group", "none"] = "batch",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
         shift_augment: int = 0,
@@ -84,7 +87,7 @@ class Classifier(ModelFamily, L.LightningModule):
             )
         if num_classes < 2:
             raise GenResearchError(f"the classifier needs at least 2 classes, the data has num_classes={num_classes}")
-        check_optimizer_settings("classifier", lr, weight_decay, warmup_steps)
+        check_optimizer_settings("classifier", lr, weight_decay, warmup_steps, optimizer_implementation)
         check_widths("classifier", "channels", channels)
         check_widths("classifier", "feature_dim", feature_dim)
         if not 0.0 <= dropout < 1.0:

@@ -67,6 +67,7 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         guidance_scale: float = 1.0,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
+        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
         init_from: str | None = None,
@@ -75,8 +76,10 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         beta_end: float = 0.02,
         noise_offset: float = 0.0,
     ) -> None:
+        """``optimizer_implementation``: AdamW kernel: auto (fused where the device supports it), fused, foreach or
+        for_loop; the same update up to rounding, see docs/results.md (Speed)."""
         super().__init__()
-        check_optimizer_settings("ddpm", lr, weight_decay, warmup_steps)
+        check_optimizer_settings("ddpm", lr, weight_decay, warmup_steps, optimizer_implementation)
         check_widths("ddpm", "block_out_channels", block_out_channels)
         check_widths("ddpm", "layers_per_block", layers_per_block)
         check_number("ddpm", "dropout", dropout, low=0.0, high=1.0, high_inclusive=False, hint="a fraction in [0, 1)")

@@ -43,11 +43,14 @@ class NoisyClassifier(ModelFamily, LossSteps, L.LightningModule):
         noise_schedule: Literal["linear", "cosine", "scaled_linear"] = "linear",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:
+        """``optimizer_implementation``: AdamW kernel: auto (fused where the device supports it), fused, foreach or
+        for_loop; the same update up to rounding, see docs/results.md (Speed)."""
         super().__init__()
-        check_optimizer_settings("noisy_classifier", lr, weight_decay, warmup_steps)
+        check_optimizer_settings("noisy_classifier", lr, weight_decay, warmup_steps, optimizer_implementation)
         check_widths("noisy_classifier", "channels", channels)
         check_widths("noisy_classifier", "feature_dim", feature_dim)
         check_widths("noisy_classifier", "num_train_timesteps", num_train_timesteps)

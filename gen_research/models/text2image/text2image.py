@@ -214,9 +214,10 @@ class TextToImage(TextToImageSampling, LatentDiffusion):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW on the trainable parameters only (the UNet, or its LoRA adapters): the frozen encoders get no state."""
-        from gen_research.training.optimizers import build_adamw, spec_from_hparams
+        from gen_research.training.optimizers import IMPLEMENTATION_HPARAM, build_adamw, spec_from_hparams
 
-        optimizer, scheduler = build_adamw([p for p in self.parameters() if p.requires_grad], spec_from_hparams(self.hparams), self)
+        optimizer, scheduler = build_adamw([p for p in self.parameters() if p.requires_grad], spec_from_hparams(self.hparams), self,
+                                           key=f"model.init_args.{IMPLEMENTATION_HPARAM}")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- conditioning -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from gen_research.models.common import check_number, check_optimizer_settings, c
 from gen_research.models.contract import ModelFamily, Quantizes, SamplingOption
 from gen_research.models.first_stage import FrozenFirstStage, build_first_stage
 from gen_research.registry import MODELS
-from gen_research.training.optimizers import build_adamw, spec_from_hparams
+from gen_research.training.optimizers import IMPLEMENTATION_HPARAM, build_adamw, spec_from_hparams
 
 
 def top_k_logits(logits: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -57,15 +57,17 @@ class VQPrior(FrozenFirstStage, ModelFamily, L.LightningModule):
         dropout: float = 0.1,
         lr: float = 3e-4,
         weight_decay: float = 0.0,
+        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:
         """``first_stage_ckpt``: the VQ-VAE checkpoint to train on (a two-stage experiment fills it in);
         ``first_stage``: its stored spec (set by this model, do not write it by hand). ``n_layer``/``n_head``/
         ``n_embd``/``dropout``: the GPT2Config's (``dropout`` sets its residual, embedding and attention dropout,
-        0.1 as GPT-2's)."""
+        0.1 as GPT-2's). ``optimizer_implementation``: AdamW kernel: auto (fused where the device supports it), fused,
+        foreach or for_loop; the same update up to rounding, see docs/results.md (Speed)."""
         super().__init__()
-        check_optimizer_settings("vq_prior", lr, weight_decay, warmup_steps)
+        check_optimizer_settings("vq_prior", lr, weight_decay, warmup_steps, optimizer_implementation)
         for name, value in (("n_layer", n_layer), ("n_head", n_head), ("n_embd", n_embd)):
             check_widths("vq_prior", name, value)
         if n_embd % n_head:
@@ -145,7 +147,8 @@ class VQPrior(FrozenFirstStage, ModelFamily, L.LightningModule):
         return self._eval_step(batch, "test")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer, scheduler = build_adamw(self.transformer.parameters(), spec_from_hparams(self.hparams), self)  # not the frozen first stage
+        optimizer, scheduler = build_adamw(self.transformer.parameters(), spec_from_hparams(self.hparams), self,  # not the frozen first stage
+                                           key=f"model.init_args.{IMPLEMENTATION_HPARAM}")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def sampling_network(self) -> torch.nn.Module:

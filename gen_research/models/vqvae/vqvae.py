@@ -40,15 +40,18 @@ class VQVAE(ModelFamily, SeededEvaluation, L.LightningModule):
         restart_unused_after: int = 0,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
+        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:
         """``channels`` 256, ``codebook_size`` 512, ``embedding_dim`` 64, ``beta`` 0.25, Adam at 2e-4: the paper's
         settings. ``residual_channels`` (the residual blocks' 3x3 width) defaults to ``channels`` ("all having 256 hidden
         units"). ``ema``/``decay``: codebook by EMA (the paper's appendix). ``restart_unused_after``: replace a code
-        unused for that many training steps by an encoder output of the batch (0 = never)."""
+        unused for that many training steps by an encoder output of the batch (0 = never).
+        ``optimizer_implementation``: AdamW kernel: auto (fused where the device supports it), fused, foreach or for_loop;
+        the same update up to rounding, see docs/results.md (Speed)."""
         super().__init__()
-        check_optimizer_settings("vqvae", lr, weight_decay, warmup_steps)
+        check_optimizer_settings("vqvae", lr, weight_decay, warmup_steps, optimizer_implementation)
         check_widths("vqvae", "codebook_size", codebook_size)
         check_widths("vqvae", "embedding_dim", embedding_dim)
         check_widths("vqvae", "channels", channels)
