@@ -11,7 +11,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from harness import alternate, markdown_table, refresh_docs, replace_block  # noqa: E402
+from harness import alternate, markdown_table, refresh_docs, replace_block, run_child  # noqa: E402
 from perf import Context  # noqa: E402
 
 
@@ -40,6 +40,17 @@ def test_generated_blocks_are_replaced_in_place_and_missing_markers_refused(tmp_
     docs.write_text(text)
     assert refresh_docs(docs, {"t-cpu": "1", "t-cuda": "2"}) == ["t-cpu", "t-cuda"]
     assert docs.read_text().count("<!-- bench:") == 2 and "\n1\n" in docs.read_text() and "\n2\n" in docs.read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc")
+def test_a_child_reports_its_own_peak_memory_not_its_parents():
+    """ru_maxrss of a freshly exec'd child starts at the parent's resident size (every k-NN row once read 4.4 GB)."""
+    ballast = bytearray(1500 * 2**20)  # the parent holds 1.5 GB, touched
+    ballast[:: 4096] = b"x" * len(ballast[:: 4096])
+    child = run_child([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(BENCHMARKS)!r}); import harness; "
+                       "harness.report({'ok': True})"])
+    assert child["result"]["ok"] and 1 < child["peak_rss_mb"] < 500, child
+    del ballast
 
 
 def test_tables_leave_missing_values_empty_never_estimated():
