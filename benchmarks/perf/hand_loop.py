@@ -72,6 +72,7 @@ def main() -> int:
         "startup_s": first_start - float(os.environ["BENCH_LAUNCH_TIME"]),
         "steps_per_s": timed / (marks[-1] - marks[warmup]) if timed else None,
         "timed_steps": timed,
+        "step_s": [b - a for a, b in zip(marks[warmup:], marks[warmup + 1:])],  # per step, as perf/step_timer.py
         "parameters": sum(p.numel() for p in model.parameters()),
     })
     return 0

@@ -40,6 +40,8 @@ class StepTimer(Callback):
             "startup_s": self.first_start - float(os.environ["BENCH_LAUNCH_TIME"]),
             "steps_per_s": timed / (self.marks[last] - self.marks[first]) if timed else None,
             "timed_steps": timed,
+            # per timed step: the median step is robust to another process's burst on a shared machine
+            "step_s": [self.marks[b] - self.marks[a] for a, b in zip(steps, steps[1:]) if a >= first],
         }
         with open(self.out, "w") as handle:
             json.dump(result, handle)

@@ -20,6 +20,7 @@ import yaml
 from harness import PYTHON, REPO, alternate, machine_line, markdown_table, ratio, run_child
 from perf import Context
 
+CPU_ROUNDS = 5  # alternating rounds on CPU (at least ctx.pairs): runs of a few seconds drift by +-15% on 2 shared cores
 CASES = {  # name -> experiment, timed steps after the warm-up, init_args overrides
     "vae": {"experiment": "quickstart", "steps": 150, "warmup": 10, "model_args": {}},
     "ddpm": {"experiment": "ddpm_mnist5k", "steps": 20, "warmup": 3, "model_args": {}},
@@ -85,27 +86,41 @@ def run(ctx: Context) -> dict[str, Any]:
                 return result["steps_per_s"]
             return once
 
-        medians = alternate({"fit": measure("fit"), "hand": measure("hand")}, pairs=ctx.pairs)
+        rounds = ctx.pairs if ctx.quick or ctx.device != "cpu" else max(ctx.pairs, CPU_ROUNDS)
+        medians = alternate({"fit": measure("fit"), "hand": measure("hand")}, pairs=rounds)
+        step = {kind: median_step_s(runs[kind]) for kind in runs}
         startup = {kind: sorted(r["startup_s"] for r in runs[kind])[len(runs[kind]) // 2] for kind in runs}
         results["cases"][name] = {
             "experiment": case["experiment"], "timed_steps": case["steps"], "batch_size": case.get("data_args", {}).get("batch_size"),
             "parameters": runs["hand"][0].get("parameters"),
             "fit_steps_per_s": medians["fit"]["median"], "hand_steps_per_s": medians["hand"]["median"],
             "throughput_ratio": ratio(medians["fit"]["median"], medians["hand"]["median"]),
+            "fit_median_step_ms": 1000 * step["fit"], "hand_median_step_ms": 1000 * step["hand"],
+            "median_step_ratio": ratio(step["hand"], step["fit"]),  # > 1: fit is faster
             "fit_startup_s": startup["fit"], "hand_startup_s": startup["hand"], "startup_difference_s": startup["fit"] - startup["hand"],
             "runs": runs,
         }
     return results
 
 
+def median_step_s(runs: list[dict[str, Any]]) -> float:
+    """The median duration of one timed step over all the runs of one loop (each run's steps pooled)."""
+    steps = sorted(step for run in runs for step in run["step_s"])
+    return steps[len(steps) // 2]
+
+
 def tables(result: dict[str, Any], machine: dict[str, Any]) -> dict[str, str]:
     rows = [[f"{name} (`{case['experiment']}`, {case['parameters'] / 1e6:.2f}M parameters)", case["fit_steps_per_s"], case["hand_steps_per_s"],
-             f"**{case['throughput_ratio']:.3f}x**", case["fit_startup_s"], case["hand_startup_s"]]
+             f"**{case['throughput_ratio']:.3f}x**", case.get("fit_median_step_ms"), case.get("hand_median_step_ms"),
+             f"{case['median_step_ratio']:.3f}x" if case.get("median_step_ratio") else None,
+             case["fit_startup_s"], case["hand_startup_s"]]
             for name, case in result["cases"].items()]
     body = "\n".join([
         machine_line(machine) + f" Precision {result['precision']}; medians of {len(next(iter(result['cases'].values()))['runs']['fit'])} "
-        "alternating runs each (fit, hand, fit, hand, ...).",
+        "alternating runs each (fit, hand, fit, hand, ...). steps/s: timed steps over their wall time, per run; median "
+        "step: the median of every timed step of all runs of that loop (robust to another process's burst).",
         "",
-        markdown_table(["model", "fit steps/s", "hand-written loop steps/s", "fit / hand", "fit start-up (s)", "hand start-up (s)"], rows),
+        markdown_table(["model", "fit steps/s", "hand-written loop steps/s", "fit / hand", "fit median step (ms)",
+                        "hand median step (ms)", "fit / hand (median step)", "fit start-up (s)", "hand start-up (s)"], rows),
     ])
     return {f"training-{machine['device']}": body}
