@@ -184,6 +184,40 @@ def test_full_float32_products_whatever_the_matmul_precision_setting():
         torch.set_float32_matmul_precision(previous)
 
 
+def test_the_default_matmul_setting_is_left_untouched():
+    """Under the default ("highest") the k-NN pass sets nothing: setting the precision, even to the same value, pins
+    oneDNN's CPU matmul flag for the rest of the process (tests/training/test_speed.py checks it stays "none")."""
+    if torch.get_float32_matmul_precision() != "highest":
+        pytest.skip("an earlier test changed the process's matmul precision")
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    run_spec("prdc", gaussian(100, 8, 19), gaussian(100, 8, 20))
+    assert torch.backends.mkldnn.matmul.fp32_precision == before
+
+
+def test_tf32_on_by_the_cuda_flag_is_off_inside_and_restored_without_touching_onednn():
+    """tf32: auto/true sets only torch.backends.cuda.matmul.allow_tf32 (training/speed.py); the k-NN pass turns it off
+    and back on by the same flag."""
+    from gen_research.training import speed
+
+    if torch.get_float32_matmul_precision() != "highest":
+        pytest.skip("an earlier test changed the process's matmul precision")
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    seen = []
+    block = _common.squared_distance_block
+    real, fake = gaussian(100, 8, 21), gaussian(100, 8, 22)
+    want = run_spec("prdc", real, fake)
+    speed.set_tf32(True)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_common, "squared_distance_block",
+                          lambda *a: seen.append(torch.backends.cuda.matmul.allow_tf32) or block(*a))
+            assert run_spec("prdc", real, fake) == want
+        assert seen and not any(seen)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.mkldnn.matmul.fp32_precision == before
+    finally:
+        speed.set_tf32(False)
+
+
 def test_float64_inputs_as_alpha_precision_passes_them():
     x = gaussian(200, 10, 15).double() * 1.000000001
     assert torch.allclose(kth_neighbour_radii(x, 4), exact_matrix(x, x).sort(dim=1).values[:, 4], rtol=1e-12, atol=0)

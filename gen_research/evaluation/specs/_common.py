@@ -114,9 +114,25 @@ def _widen(bound: Tensor, threshold: Tensor) -> Tensor:
 
 @contextmanager
 def _ieee_float32() -> Iterator[None]:
-    """Full float32 matrix products (no TF32 / bf16 passes), which the error bound assumes."""
+    """Full float32 matrix products (no TF32 / bf16 passes), which the error bound assumes. Under the default
+    ("highest") nothing is touched: setting it, even to the same value, would also pin oneDNN's CPU matmul flag
+    (torch >= 2.9), a global change the rest of the process would see."""
     previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
+    if previous == "highest":
+        yield
+        return
+    cuda = torch.backends.cuda.matmul
+    if cuda.allow_tf32 and getattr(torch.backends.mkldnn.matmul, "fp32_precision", "none") in ("none", "ieee"):
+        # the CPU is at full fp32 and only the CUDA flag is on (tf32: auto/true, training/speed.py's set_tf32): off
+        # and back by the same flag, as restoring "high" through set_float32_matmul_precision would also switch
+        # oneDNN's CPU matmuls to tf32
+        cuda.allow_tf32 = False
+        try:
+            yield
+        finally:
+            cuda.allow_tf32 = True
+        return
+    torch.set_float32_matmul_precision("highest")  # set by the user through this API: restored through it
     try:
         yield
     finally:
