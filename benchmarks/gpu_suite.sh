@@ -39,7 +39,7 @@ SUITE_START=$SECONDS
 TOTAL_BUDGET="${GPU_SUITE_TOTAL_S:-480}"  # 8 minutes, setup included (a `make venv` on a bare machine is not: it comes first)
 SECTIONS="${GPU_SUITE_SECTIONS:-training,speed_options,throughput,gpu_precision,data_loading,knn}"
 PAIRS="${GPU_SUITE_PAIRS:-3}"
-declare -A BUDGET=([training]=80 [speed_options]=80 [throughput]=80 [gpu_precision]=120 [data_loading]=30 [knn]=60)  # 450 s + setup
+declare -A BUDGET=([training]=110 [speed_options]=80 [throughput]=70 [gpu_precision]=110 [data_loading]=25 [knn]=55)  # 450 s + setup; training: 12 fresh processes
 if [[ -n "${GPU_SUITE_BUDGETS:-}" ]]; then
     IFS=',' read -r -a overrides <<<"$GPU_SUITE_BUDGETS"
     for item in "${overrides[@]}"; do
