@@ -47,6 +47,13 @@ def _unknown_key(dotted: str, keys_of: KeysOf) -> str:
     return f"unknown option {dotted}{hint or '; see python -m gen_research fit --help for the accepted options'}"
 
 
+def _dotted_key(section: str, key: str) -> str:
+    """The key as a user writes it: model.init_args.beta, trainer.max_epochs, or the key alone."""
+    if section in ("model", "data"):
+        return f"{section}.init_args.{key}"
+    return f"{section}.{key}" if section and section != key else key
+
+
 def condense_parser_error(message: str, keys_of: KeysOf) -> str:
     """One line for the most specific problem found in a jsonargparse error message."""
     section_match = _SECTION.search(message)
@@ -60,12 +67,12 @@ def condense_parser_error(message: str, keys_of: KeysOf) -> str:
     inner = message[section_match.end():] if section_match else message
     if match := _LITERAL.search(inner):  # a choice (Literal[...]) given a value outside it
         key, choices, got = match.groups()
-        where = f"{section}.init_args.{key}" if section in ("model", "data") else (f"{section}.{key}" if section and section != key else key)
+        where = _dotted_key(section, key)
         allowed = ", ".join(choice.strip().strip("'\"") for choice in choices.split(","))
         return f"{where}={got.strip()!r} is not one of {allowed}; fix it in the YAML or the --{where}=... override"
     if match := _WRONG_TYPE.search(inner):
         key, expected, got = match.groups()
-        where = f"{section}.init_args.{key}" if section in ("model", "data") else (f"{section}.{key}" if section and section != key else key)
+        where = _dotted_key(section, key)
         return f"{where} expects a value of type {expected}, got {got.strip()!r}; fix it in the YAML or the --{where}=... override"
     if match := _EXPECTED.search(message):
         expected, got = match.groups()

@@ -12,7 +12,7 @@ from typing import Any, Iterator, ClassVar
 import torch
 
 from gen_research.errors import GenResearchError
-from gen_research.training.optimizers import IMPLEMENTATION_HPARAM, IMPLEMENTATIONS
+from gen_research.training.optimizers import IMPLEMENTATION_HPARAM, check_implementation
 from gen_research.training.optimizers import configure_adamw  # noqa: F401  (re-exported: one optimizer path for every family)
 
 
@@ -62,9 +62,7 @@ def check_optimizer_settings(model: str, lr: float, weight_decay: float, warmup_
     check_number(model, "lr", lr, low=0.0, low_inclusive=False, hint="e.g. 1e-3")
     check_number(model, "weight_decay", weight_decay, low=0.0, hint="0 (none) or e.g. 1e-2")
     check_number(model, "warmup_steps", warmup_steps, low=0, hint="0 (none) or a number of optimizer steps")
-    if not (isinstance(optimizer_implementation, str) and optimizer_implementation in IMPLEMENTATIONS):
-        raise GenResearchError(f"{model}: model.init_args.{IMPLEMENTATION_HPARAM}={optimizer_implementation!r} must be one of "
-                               f"{', '.join(IMPLEMENTATIONS)}; set model.init_args.{IMPLEMENTATION_HPARAM} to auto (the default)")
+    check_implementation(optimizer_implementation, f"model.init_args.{IMPLEMENTATION_HPARAM}")
 
 
 def check_number(model: str, name: str, value: float, low: float | None = None, high: float | None = None,

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 import lightning.pytorch as L
 import torch
@@ -47,7 +47,8 @@ from gen_research.training.lr_schedules import WarmupCosineLR
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
 CLIP_ALGORITHMS = ("norm", "value")
-IMPLEMENTATIONS = ("auto", "fused", "foreach", "for_loop")
+AdamWImplementation = Literal["auto", "fused", "foreach", "for_loop"]  # the type of every family's setting
+IMPLEMENTATIONS: tuple[str, ...] = get_args(AdamWImplementation)
 IMPLEMENTATION_HPARAM = "optimizer_implementation"  # a one-network family's hyperparameter for OptimizerSpec.implementation
 
 
@@ -110,8 +111,7 @@ class OptimizerSpec:
             _check_number(where, "gradient_clip_val", self.gradient_clip_val, low=0.0, hint="null (no clipping) or e.g. 1.0")
         if self.gradient_clip_algorithm not in CLIP_ALGORITHMS:
             raise GenResearchError(f"{where}.gradient_clip_algorithm={self.gradient_clip_algorithm!r} must be one of {', '.join(CLIP_ALGORITHMS)}")
-        if self.implementation not in IMPLEMENTATIONS:
-            raise GenResearchError(f"{where}.implementation={self.implementation!r} must be one of {', '.join(IMPLEMENTATIONS)}")
+        check_implementation(self.implementation, f"{where}.implementation")
 
     @property
     def clips(self) -> bool:
@@ -172,12 +172,17 @@ class AdamW(torch.optim.AdamW):
         super().load_state_dict(state_dict)
 
 
+def check_implementation(value: Any, key: str) -> None:
+    """A one-line error naming the setting ``key`` unless ``value`` is one of IMPLEMENTATIONS."""
+    if not (isinstance(value, str) and value in IMPLEMENTATIONS):
+        raise GenResearchError(f"{key}={value!r} must be one of {', '.join(IMPLEMENTATIONS)}")
+
+
 def choose_implementation(requested: str, parameters: Sequence[torch.Tensor], key: str = "implementation") -> str:
     """The AdamW implementation for ``parameters``: ``requested`` if it is not ``auto`` (``fused`` checked against
     the parameters' devices and dtypes, a one-line error naming the setting ``key`` otherwise); ``auto``:
     fused where all parameters are floating-point on devices with fused kernels (CPU, CUDA, ...), else foreach."""
-    if requested not in IMPLEMENTATIONS:
-        raise GenResearchError(f"{key}={requested!r} must be one of {', '.join(IMPLEMENTATIONS)}")
+    check_implementation(requested, key)
     if requested not in ("auto", "fused"):
         return requested
     devices = _fused_devices()
@@ -242,8 +247,8 @@ def _trainer_clips(module: L.LightningModule) -> bool:
 def spec_from_hparams(hparams: Mapping[str, Any]) -> OptimizerSpec:
     """The single optimizer of a one-network family: its ``lr``, ``weight_decay``, ``warmup_steps`` and
     ``lr_schedule`` hyperparameters (and ``betas`` and ``optimizer_implementation`` where the family has them:
-    every one-network family takes ``optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] =
-    "auto"`` next to ``weight_decay``, checked by models/common.py's check_optimizer_settings); checked by the family's constructor."""
+    every one-network family takes ``optimizer_implementation: AdamWImplementation = "auto"`` next to
+    ``weight_decay``, checked by models/common.py's check_optimizer_settings); checked by the family's constructor."""
     return OptimizerSpec(
         lr=hparams["lr"],
         betas=tuple(hparams.get("betas", OptimizerSpec.betas)),
@@ -273,5 +278,5 @@ def _check_number(where: str, name: str, value: Any, low: float, low_inclusive: 
         raise GenResearchError(f"{where}.{name}={value!r} must be a number in {bound}; set {where}.{name} to {hint}")
 
 
-__all__ = ["AdamW", "CLIP_ALGORITHMS", "IMPLEMENTATIONS", "LR_SCHEDULES", "OptimizerSpec", "build_adamw", "choose_implementation",
+__all__ = ["AdamW", "AdamWImplementation", "check_implementation", "CLIP_ALGORITHMS", "IMPLEMENTATIONS", "LR_SCHEDULES", "OptimizerSpec", "build_adamw", "choose_implementation",
            "configure_adamw", "implementation_kwargs", "optimizer_implementation", "optimizer_specs", "schedule_length", "spec_from_hparams"]

@@ -1,6 +1,10 @@
 """The k-NN helpers behind prdc, memorization and alpha_precision: bounded blocks (never N x N), results exact in
 float64 and identical whatever the block size, the device or a data set that defeats plain float32 products."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from prdc import compute_prdc
@@ -11,6 +15,7 @@ from gen_research.evaluation.specs._common import (block_rows, kth_nearest, kth_
 from gen_research.evaluation.specs.memorization import authenticity
 from tests.evaluation.specs.helpers import run_spec
 
+REPO = Path(__file__).resolve().parents[2]
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
 
 
@@ -186,12 +191,22 @@ def test_full_float32_products_whatever_the_matmul_precision_setting():
 
 def test_the_default_matmul_setting_is_left_untouched():
     """Under the default ("highest") the k-NN pass sets nothing: setting the precision, even to the same value, pins
-    oneDNN's CPU matmul flag for the rest of the process (tests/training/test_speed.py checks it stays "none")."""
-    if torch.get_float32_matmul_precision() != "highest":
-        pytest.skip("an earlier test changed the process's matmul precision")
-    before = torch.backends.mkldnn.matmul.fp32_precision
-    run_spec("prdc", gaussian(100, 8, 19), gaussian(100, 8, 20))
-    assert torch.backends.mkldnn.matmul.fp32_precision == before
+    oneDNN's CPU matmul flag for the rest of the process. In a fresh interpreter, as earlier tests in this one may
+    have pinned it already."""
+    code = (
+        "import torch\n"
+        "from tests.evaluation.specs.helpers import run_spec\n"
+        "before = torch.backends.mkldnn.matmul.fp32_precision\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "run_spec('prdc', torch.randn(100, 8, generator=g), torch.randn(100, 8, generator=g))\n"
+        "run_spec('memorization', real=torch.randn(100, 8, generator=g), fake=torch.randn(100, 8, generator=g),\n"
+        "         train=torch.randn(100, 8, generator=g))\n"
+        "print(before, torch.backends.mkldnn.matmul.fp32_precision)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    before, after = result.stdout.split()[-2:]
+    assert before == "none" and after == before
 
 
 def test_tf32_on_by_the_cuda_flag_is_off_inside_and_restored_without_touching_onednn():

@@ -83,7 +83,6 @@ class _Prepared:
     """A set centred on ``centre`` in float32 with its float64 squared norms (the float32 pass's inputs)."""
 
     def __init__(self, x: Tensor, centre: Tensor) -> None:
-        self.original = x
         self.centred = torch.empty(x.shape, dtype=torch.float32, device=x.device)
         self.sq_norms = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
         rows = block_rows(x.shape[1])

@@ -8,6 +8,7 @@ import torch
 
 from gen_research.models.autoencoder.base import AutoencoderBase, per_image_mse
 from gen_research.registry import MODELS
+from gen_research.training.optimizers import AdamWImplementation
 
 
 @MODELS.register("ae", "deterministic conv autoencoder, MSE loss (no prior: reconstruct/interpolate only)")
@@ -23,7 +24,7 @@ class Autoencoder(AutoencoderBase):
         norm: Literal["batch", "group", "none"] = "batch",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
+        optimizer_implementation: AdamWImplementation = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:

@@ -12,6 +12,7 @@ from torchmetrics.classification import BinaryAUROC
 from gen_research.models.contract import ModelFamily
 from gen_research.nets import ConvDecoder, ConvEncoder
 from gen_research.models.common import SeededEvaluation, check_optimizer_settings, check_widths, configure_adamw
+from gen_research.training.optimizers import AdamWImplementation
 
 
 def per_image_mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +55,7 @@ class AutoencoderBase(ModelFamily, SeededEvaluation, L.LightningModule):
         norm: Literal["batch", "group", "none"] = "batch",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
+        optimizer_implementation: AdamWImplementation = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:

@@ -9,6 +9,7 @@ import torch
 from gen_research.models.autoencoder.base import AutoencoderBase, per_image_mse
 from gen_research.models.common import check_number
 from gen_research.registry import MODELS
+from gen_research.training.optimizers import AdamWImplementation
 
 
 @MODELS.register("dae", "denoising conv autoencoder (gaussian or mask corruption), MSE to the clean image")
@@ -24,7 +25,7 @@ class DenoisingAutoencoder(AutoencoderBase):
         norm: Literal["batch", "group", "none"] = "batch",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
+        optimizer_implementation: AdamWImplementation = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
         corruption: Literal["gaussian", "mask"] = "gaussian",

@@ -15,6 +15,7 @@ from gen_research.models.autoencoder.base import AutoencoderBase
 from gen_research.models.common import check_number, check_widths
 from gen_research.models.contract import SamplingOption
 from gen_research.registry import MODELS
+from gen_research.training.optimizers import AdamWImplementation
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -56,7 +57,7 @@ class VAE(AutoencoderBase):
         norm: Literal["batch", "group", "none"] = "batch",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
+        optimizer_implementation: AdamWImplementation = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
         likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",

@@ -21,6 +21,7 @@ from gen_research.models.common import check_optimizer_settings, check_widths, c
 from gen_research.models.contract import ModelFamily
 from gen_research.nets import ConvEncoder
 from gen_research.registry import MODELS
+from gen_research.training.optimizers import AdamWImplementation
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -65,7 +66,7 @@ class Classifier(ModelFamily, L.LightningModule):
         norm: Literal["batch", "group", "none"] = "batch",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
+        optimizer_implementation: AdamWImplementation = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
         shift_augment: int = 0,

@@ -18,6 +18,7 @@ from gen_research.models.diffusion.sampling_contract import DiffusionSamplingCon
 from gen_research.registry import MODELS
 from gen_research.sampling import diffusion as diffusion_sampling
 from gen_research.sampling.guidance import classifier_guidance
+from gen_research.training.optimizers import AdamWImplementation
 
 BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2", "scaled_linear": "scaled_linear"}
 
@@ -67,7 +68,7 @@ class DDPM(DiffusionSamplingContract, LossSteps, L.LightningModule):
         guidance_scale: float = 1.0,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
-        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
+        optimizer_implementation: AdamWImplementation = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
         init_from: str | None = None,

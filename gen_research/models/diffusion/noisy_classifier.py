@@ -23,6 +23,7 @@ from gen_research.nets.conv import ConvEncoder
 from gen_research.models.common import LossSteps, check_optimizer_settings, check_widths
 from gen_research.models.contract import ModelFamily
 from gen_research.registry import MODELS
+from gen_research.training.optimizers import AdamWImplementation
 
 
 @MODELS.register("noisy_classifier", "time-conditioned classifier of noised images x_t (for diffusion classifier guidance)")
@@ -43,7 +44,7 @@ class NoisyClassifier(ModelFamily, LossSteps, L.LightningModule):
         noise_schedule: Literal["linear", "cosine", "scaled_linear"] = "linear",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
+        optimizer_implementation: AdamWImplementation = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:

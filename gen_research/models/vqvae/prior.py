@@ -18,7 +18,7 @@ from gen_research.models.common import check_number, check_optimizer_settings, c
 from gen_research.models.contract import ModelFamily, Quantizes, SamplingOption
 from gen_research.models.first_stage import FrozenFirstStage, build_first_stage
 from gen_research.registry import MODELS
-from gen_research.training.optimizers import IMPLEMENTATION_HPARAM, build_adamw, spec_from_hparams
+from gen_research.training.optimizers import AdamWImplementation, IMPLEMENTATION_HPARAM, build_adamw, spec_from_hparams
 
 
 def top_k_logits(logits: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -57,7 +57,7 @@ class VQPrior(FrozenFirstStage, ModelFamily, L.LightningModule):
         dropout: float = 0.1,
         lr: float = 3e-4,
         weight_decay: float = 0.0,
-        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
+        optimizer_implementation: AdamWImplementation = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:

@@ -14,6 +14,7 @@ from gen_research.models.contract import ModelFamily
 from gen_research.models.vqvae.networks import VQDecoder, VQEncoder, latent_grid
 from gen_research.nets.quantize import VectorQuantizer, code_histogram, codebook_usage, perplexity
 from gen_research.registry import MODELS
+from gen_research.training.optimizers import AdamWImplementation
 
 
 @MODELS.register("vqvae", "VQ-VAE (van den Oord et al. 2017): codebook with EMA updates and dead-code restart; reconstructs, encodes to codes")
@@ -40,7 +41,7 @@ class VQVAE(ModelFamily, SeededEvaluation, L.LightningModule):
         restart_unused_after: int = 0,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
-        optimizer_implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto",
+        optimizer_implementation: AdamWImplementation = "auto",
         warmup_steps: int = 0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:
